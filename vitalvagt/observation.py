@@ -1,0 +1,130 @@
+"""The observation: one measured value, as every component sees it.
+
+A blood-pressure reading becomes three or four observations (systolic, diastolic, mean,
+pulse) that share one ``reading_id``. The ``id`` is derived from (gateway, device, kind,
+measured-at) so that a reading sent twice is stored once (docs/wire-format.md gives the
+recipe for third-party gateways).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from vitalvagt.kinds import Kind
+from vitalvagt.quality import Flag
+
+# Fixed namespace for stable ids; changing it would break de-duplication across versions.
+OBSERVATION_NAMESPACE = uuid.UUID("6f1c2a52-3d0e-5b8e-9a57-7c1d0f6b2e41")
+
+GATEWAY_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{2,62}$"
+GatewayId = Annotated[
+    str,
+    Field(
+        pattern=GATEWAY_ID_PATTERN,
+        description="Gateway id: 3-63 lower-case letters, digits and '-'; also its MQTT user.",
+    ),
+]
+
+
+class TimeSource(StrEnum):
+    DEVICE = "device"  # the device's own clock (converted to UTC by the gateway)
+    GATEWAY = "gateway"  # the device sent no usable time; the gateway's receive time
+
+
+class BodySite(StrEnum):
+    """Where a temperature was taken (Temperature Type, 0x2A1D); TOBS corrects for it."""
+
+    ARMPIT = "armpit"
+    BODY = "body"
+    EAR = "ear"
+    FINGER = "finger"
+    GI_TRACT = "gi_tract"
+    MOUTH = "mouth"
+    RECTUM = "rectum"
+    TOE = "toe"
+    TYMPANUM = "tympanum"
+
+
+class DeviceRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    address: str = Field(
+        min_length=1, max_length=64, description="Bluetooth address or vendor device id"
+    )
+    model: str | None = Field(default=None, max_length=128)
+    serial: str | None = Field(default=None, max_length=128)
+
+
+def to_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("time has no time zone")
+    return moment.astimezone(UTC)
+
+
+def stable_id(gateway_id: str, device_address: str, kind: Kind | str, measured_at: datetime) -> uuid.UUID:
+    """The observation id: UUIDv5 of ``gateway|device|kind|measured_at`` (UTC, microseconds)."""
+    stamp = to_utc(measured_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return uuid.uuid5(
+        OBSERVATION_NAMESPACE, f"{gateway_id}|{device_address.upper()}|{Kind(kind).value}|{stamp}"
+    )
+
+
+class Observation(BaseModel):
+    """One measured value. Unit and plausible range are checked by the wire codec."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: uuid.UUID = Field(description="Stable id: UUIDv5, see docs/wire-format.md")
+    kind: Kind
+    value: float = Field(allow_inf_nan=False)
+    unit: str = Field(description="Canonical UCUM unit of the kind")
+    measured_at: AwareDatetime = Field(description="When it was measured (UTC)")
+    received_at: AwareDatetime = Field(description="When the gateway received it (UTC)")
+    time_source: TimeSource = TimeSource.DEVICE
+    device: DeviceRef
+    flags: tuple[Flag, ...] = ()
+    reading_id: uuid.UUID | None = Field(
+        default=None, description="Shared by the parts of one reading (e.g. a blood pressure)"
+    )
+    body_site: BodySite | None = None
+
+    @field_validator("measured_at", "received_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v.astimezone(UTC)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        gateway_id: str,
+        kind: Kind,
+        value: float,
+        unit: str,
+        measured_at: datetime,
+        received_at: datetime,
+        device: DeviceRef,
+        flags: tuple[Flag, ...] = (),
+        time_source: TimeSource = TimeSource.DEVICE,
+        reading_id: uuid.UUID | None = None,
+        body_site: BodySite | None = None,
+    ) -> Observation:
+        """Build an observation with its stable id computed (the gateway's way in)."""
+        return cls(
+            id=stable_id(gateway_id, device.address, kind, measured_at),
+            kind=kind,
+            value=value,
+            unit=unit,
+            measured_at=measured_at,
+            received_at=received_at,
+            time_source=time_source,
+            device=device,
+            flags=tuple(sorted(set(flags))),
+            reading_id=reading_id,
+            body_site=body_site,
+        )

@@ -1,0 +1,41 @@
+"""One settings object, read from ``VV_*`` environment variables at start-up and passed in.
+
+The embedded default needs none of them: the database URL and the service passwords of the
+embedded stack are read from its state directory (``vitalvagt stack status`` shows them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_state_dir() -> Path:
+    # A source checkout keeps its state beside the code; an installed copy uses the user's dir.
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT / ".vv"
+    return Path.home() / ".local" / "share" / "vitalvagt"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VV_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    host: str = "127.0.0.1"
+    # Defaults avoid the system's usual 5432 and 1883, which Debian's packages may occupy.
+    pg_port: int = 55432
+    mqtt_port: int = 51883
+    database_url: SecretStr | None = None  # None: the embedded stack's database
+    mqtt_host: str | None = None  # None: the embedded broker
+    mqtt_tls_ca: Path | None = None
+    mqtt_username: str | None = None  # None: the component's service user on the embedded broker
+    mqtt_password: SecretStr | None = None
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
