@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 from pathlib import Path
 
@@ -19,22 +18,14 @@ PBKDF2_ITERATIONS = 1000
 SALT_BYTES = 12
 
 
-def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+def mosquitto_hash(
+    password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
+) -> str:
     """A password hash in mosquitto 2's ``$7$`` format (PBKDF2-HMAC-SHA512)."""
     salt = salt if salt is not None else os.urandom(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
-
-def verify_mosquitto_hash(password: str, encoded: str) -> bool:
-    try:
-        _, kind, iterations, salt_b64, digest_b64 = encoded.split("$")
-    except ValueError:
-        return False
-    if kind != "7":
-        return False
-    expected = mosquitto_hash(password, salt=base64.b64decode(salt_b64), iterations=int(iterations))
-    return hmac.compare_digest(expected, encoded)
 
 
 def mosquitto_conf(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +47,12 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from vitalvagt.demo import run_demo
+
+    return run_demo(settings, homes=args.homes, speed=args.speed, duration_s=args.duration_s)
+
+
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     from vitalvagt.db.migrate import migrate
     from vitalvagt.stack import with_stack_defaults
@@ -74,6 +79,58 @@ def _wire_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _broker_config(args: argparse.Namespace, settings: Settings) -> int:
+    """Write mosquitto's files for a container deployment (gateways from the database)."""
+    from vitalvagt.broker import acl_text, mosquitto_conf, password_lines
+    from vitalvagt.db.gateways import gateway_credential_hashes
+
+    if settings.database_url is None or not settings.broker_service_passwords:
+        raise VitalvagtError(
+            "broker config needs VV_DATABASE_URL and VV_BROKER_SERVICE_PASSWORDS "
+            '(JSON, e.g. {"vv-ingest": "...", "vv-api": "..."})'
+        )
+    host, _, port = args.listen.rpartition(":")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    gateways = gateway_credential_hashes(settings.database_url.get_secret_value())
+    passwords = {u: p.get_secret_value() for u, p in settings.broker_service_passwords.items()}
+    (out / "mosquitto.conf").write_text(
+        mosquitto_conf(
+            host=host,
+            port=int(port),
+            passwd=out / "passwd",
+            acl=out / "acl",
+            pid_file=args.data_dir / "mosquitto.pid",
+            data_dir=args.data_dir,
+            log_file=args.log_file,
+        )
+    )
+    (out / "acl").write_text(acl_text())
+    (out / "passwd").write_text(password_lines(passwords, gateways))
+    (out / "passwd").chmod(0o600)
+    print(f"wrote mosquitto.conf, acl and passwd ({len(gateways)} gateways) to {out}")
+    return 0
+
+
+def _admin_add_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from vitalvagt.db.gateways import provision_gateway
+    from vitalvagt.stack import Stack, with_stack_defaults
+
+    embedded = settings.database_url is None
+    settings = with_stack_defaults(settings)
+    if settings.database_url is None:
+        raise VitalvagtError("no database: set VV_DATABASE_URL or run `vitalvagt stack up` first")
+    with psycopg.connect(settings.database_url.get_secret_value(), autocommit=True) as conn:
+        password = provision_gateway(conn, args.gateway_id, patient_id=args.patient)
+    if embedded:
+        Stack(settings).sync_broker_users()
+    print(f"gateway {args.gateway_id}: MQTT user {args.gateway_id}, password {password}")
+    print("the password is shown once; put it in the tablet's VV_MQTT_PASSWORD")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vitalvagt",
@@ -91,10 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
         "with TimescaleDB and a mosquitto broker, state under VV_STATE_DIR (default .vv/). "
         "Needs `make setup` to have installed PostgreSQL 15, TimescaleDB and mosquitto.",
     )
-    p.add_argument("action", choices=["up", "down", "status"],
-                   help="up: start (idempotent, also migrates); down: stop, keep data; status: what runs")
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start (idempotent, also migrates); down: stop, keep data; status: what runs",
+    )
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.set_defaults(handler=_stack)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole hub on the embedded stack with a simulated fleet",
+        description="Start the embedded stack, then every built component (ingest, alerts, api) "
+        "and a simulated fleet of homes, until Ctrl-C. Needs `make setup` only.",
+    )
+    p.add_argument("--homes", type=int, default=20, help="simulated homes (default 20)")
+    p.add_argument("--speed", type=float, default=1440.0,
+                   help="simulated seconds per real second (default 1440: a day a minute)")
+    p.add_argument("--duration-s", type=float, default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
+    p.set_defaults(handler=_demo)
 
     p = sub.add_parser(
         "db",
@@ -114,6 +187,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["schema"])
     p.add_argument("--out", type=Path, default=None, help="directory to write *.schema.json into")
     p.set_defaults(handler=_wire_schema)
+
+    p = sub.add_parser(
+        "broker",
+        help="mosquitto configuration for container deployments",
+        description="Write mosquitto.conf, the ACL and the password file (service users from "
+        "VV_BROKER_SERVICE_PASSWORDS, gateways from VV_DATABASE_URL) into a directory. The "
+        "embedded stack writes its own; this is for docker-compose and other deployments.",
+    )
+    p.add_argument("action", choices=["config"])
+    p.add_argument("--out", type=Path, required=True, help="directory for the files")
+    p.add_argument(
+        "--listen", default="0.0.0.0:1883", help="listener HOST:PORT (default 0.0.0.0:1883)"
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("/mosquitto/data"), help="persistence dir")
+    p.add_argument("--log-file", type=Path, default=Path("/mosquitto/log/mosquitto.log"))
+    p.set_defaults(handler=_broker_config)
+
+    p = sub.add_parser(
+        "admin",
+        help="provision gateways and other administration",
+        description="Administration of the hub's database. Needs VV_DATABASE_URL or the "
+        "embedded stack running.",
+    )
+    admin = p.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    a = admin.add_parser(
+        "add-gateway",
+        help="create a gateway (or give it a new password) and print its MQTT credentials",
+        description="Create a gateway or re-key it. Prints the MQTT password once; only its hash "
+        "is stored. On the embedded stack the broker is reloaded at once.",
+    )
+    a.add_argument("gateway_id", help="gateway id: 3-63 of a-z, 0-9 and '-'")
+    a.add_argument("--patient", default=None, help="pseudonymous id of the patient at home")
+    a.set_defaults(handler=_admin_add_gateway)
 
     for name in COMPONENT_CLIS:
         try:

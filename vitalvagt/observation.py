@@ -66,7 +66,9 @@ def to_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def stable_id(gateway_id: str, device_address: str, kind: Kind | str, measured_at: datetime) -> uuid.UUID:
+def stable_id(
+    gateway_id: str, device_address: str, kind: Kind | str, measured_at: datetime
+) -> uuid.UUID:
     """The observation id: UUIDv5 of ``gateway|device|kind|measured_at`` (UTC, microseconds)."""
     stamp = to_utc(measured_at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return uuid.uuid5(

@@ -85,5 +85,5 @@ UNRELIABLE: frozenset[Flag] = frozenset(
 )
 
 
-def is_reliable(flags: "frozenset[Flag] | set[Flag] | tuple[Flag, ...] | list[Flag]") -> bool:
+def is_reliable(flags: frozenset[Flag] | set[Flag] | tuple[Flag, ...] | list[Flag]) -> bool:
     return not UNRELIABLE.intersection(flags)

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     mqtt_tls_ca: Path | None = None
     mqtt_username: str | None = None  # None: the component's service user on the embedded broker
     mqtt_password: SecretStr | None = None
+    # Container deployments: service user -> MQTT password, for `vitalvagt broker config`.
+    broker_service_passwords: dict[str, SecretStr] = Field(default_factory=dict)
     log_level: str = "INFO"
 
 

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitalvagt.broker import acl_text, mosquitto_conf, password_lines
-from vitalvagt.errors import VitalvagtError
 from pydantic import SecretStr
 
+from vitalvagt.broker import acl_text, mosquitto_conf, password_lines
+from vitalvagt.errors import VitalvagtError
 from vitalvagt.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,9 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def _run(cmd: list[str], *, user: str | None = None, what: str, env: dict[str, str] | None = None) -> str:
+def _run(
+    cmd: list[str], *, user: str | None = None, what: str, env: dict[str, str] | None = None
+) -> str:
     if user and _is_root():
         cmd = ["runuser", "-u", user, "--", *cmd]
     try:
@@ -102,7 +104,9 @@ def _run(cmd: list[str], *, user: str | None = None, what: str, env: dict[str, s
     except FileNotFoundError as exc:
         raise StackError(f"{what}: {cmd[0]} is not installed; run `make setup`") from exc
     if res.returncode != 0:
-        raise StackError(f"{what} failed ({' '.join(cmd)}): {res.stderr.strip() or res.stdout.strip()}")
+        raise StackError(
+            f"{what} failed ({' '.join(cmd)}): {res.stderr.strip() or res.stdout.strip()}"
+        )
     return res.stdout
 
 
@@ -149,7 +153,9 @@ class Stack:
 
     def admin_dsn(self) -> str:
         # Superuser over the private Unix socket (trust for the cluster owner only).
-        return f"host={self.paths.pg_run} port={self.settings.pg_port} user=postgres dbname={DB_NAME}"
+        return (
+            f"host={self.paths.pg_run} port={self.settings.pg_port} user=postgres dbname={DB_NAME}"
+        )
 
     # --- ownership when running as root ---------------------------------------------------
     def _own(self, path: Path, user: str) -> None:
@@ -183,7 +189,9 @@ class Stack:
             path.rmdir()
             path.symlink_to(target)
         self._own(target, user)
-        log.warning("stack: %s is not reachable by user %s; its data lives in %s", path, user, target)
+        log.warning(
+            "stack: %s is not reachable by user %s; its data lives in %s", path, user, target
+        )
 
     # --- PostgreSQL ------------------------------------------------------------------------
     def pg_running(self) -> bool:
@@ -204,14 +212,30 @@ class Stack:
         if (p.pg_data / "PG_VERSION").exists():
             return
         if not (PG_BIN / "initdb").exists():
-            raise StackError(f"PostgreSQL 15 is not installed ({PG_BIN}/initdb missing); run `make setup`")
+            raise StackError(
+                f"PostgreSQL 15 is not installed ({PG_BIN}/initdb missing); run `make setup`"
+            )
         pwfile = p.pg / ".pwfile"
         pwfile.write_text(self.secrets()["pg_password"] + "\n")
         self._own(pwfile, "postgres")
         _run(
-            [str(PG_BIN / "initdb"), "-D", str(p.pg_data), "-U", "postgres", "--pwfile", str(pwfile),
-             "-A", "scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8"],
-            user="postgres", what="initdb",
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(p.pg_data),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "-A",
+                "scram-sha-256",
+                "--auth-local=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            user="postgres",
+            what="initdb",
         )
         pwfile.unlink()
 
@@ -249,12 +273,23 @@ class Stack:
             return
         if _port_open(self.settings.host, self.settings.pg_port):
             raise StackError(
-                f"port {self.settings.pg_port} is taken by another program; set VV_PG_PORT to a free port"
+                f"port {self.settings.pg_port} is taken by another program;"
+                " set VV_PG_PORT to a free port"
             )
         _run(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.paths.pg_data), "-l", str(self.paths.pg_log),
-             "-w", "-t", "60", "start"],
-            user="postgres", what="starting PostgreSQL",
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.paths.pg_data),
+                "-l",
+                str(self.paths.pg_log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            user="postgres",
+            what="starting PostgreSQL",
         )
 
     def _pg_bootstrap(self) -> None:
@@ -266,12 +301,20 @@ class Stack:
         base = f"host={self.paths.pg_run} port={self.settings.pg_port} user=postgres"
         with psycopg.connect(base + " dbname=postgres", autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(DB_USER), sql.Literal(pw)))
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(DB_USER), sql.Literal(pw)
+                    )
+                )
             else:
-                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(DB_USER), sql.Literal(pw)))
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(DB_USER), sql.Literal(pw)
+                    )
+                )
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
+            ).fetchone():
                 conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
         with psycopg.connect(base + f" dbname={DB_NAME}", autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -294,13 +337,20 @@ class Stack:
         (p.mq / "data").mkdir(exist_ok=True)
         p.mq_conf.write_text(
             mosquitto_conf(
-                host=self.settings.host, port=self.settings.mqtt_port, passwd=p.mq_passwd,
-                acl=p.mq_acl, pid_file=p.mq_pid, data_dir=p.mq / "data", log_file=p.mq_log,
+                host=self.settings.host,
+                port=self.settings.mqtt_port,
+                passwd=p.mq_passwd,
+                acl=p.mq_acl,
+                pid_file=p.mq_pid,
+                data_dir=p.mq / "data",
+                log_file=p.mq_log,
             )
         )
         p.mq_acl.write_text(acl_text())
         sec = self.secrets()
-        p.mq_passwd.write_text(password_lines({u: sec[u] for u in SERVICE_USERS}, gateway_hashes or {}))
+        p.mq_passwd.write_text(
+            password_lines({u: sec[u] for u in SERVICE_USERS}, gateway_hashes or {})
+        )
         os.chmod(p.mq_passwd, 0o600)
         self._own(p.mq, "mosquitto")
 
@@ -315,15 +365,23 @@ class Stack:
             return
         if _port_open(self.settings.host, self.settings.mqtt_port):
             raise StackError(
-                f"port {self.settings.mqtt_port} is taken by another program; set VV_MQTT_PORT to a free port"
+                f"port {self.settings.mqtt_port} is taken by another program;"
+                " set VV_MQTT_PORT to a free port"
             )
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise StackError("mosquitto is not installed; run `make setup`")
         self.paths.mq_pid.unlink(missing_ok=True)
-        _run([exe, "-c", str(self.paths.mq_conf), "-d"], user="mosquitto", what="starting mosquitto")
-        _wait_port(self.settings.host, self.settings.mqtt_port, timeout_s=15, what="mosquitto",
-                   log_file=self.paths.mq_log)
+        _run(
+            [exe, "-c", str(self.paths.mq_conf), "-d"], user="mosquitto", what="starting mosquitto"
+        )
+        _wait_port(
+            self.settings.host,
+            self.settings.mqtt_port,
+            timeout_s=15,
+            what="mosquitto",
+            log_file=self.paths.mq_log,
+        )
 
     # --- the whole stack ------------------------------------------------------------------
     def up(self) -> None:
@@ -356,8 +414,11 @@ class Stack:
                     break
                 time.sleep(0.05)
         if self.pg_running():
-            _run([str(PG_BIN / "pg_ctl"), "-D", str(self.paths.pg_data), "-m", "fast", "-w", "stop"],
-                 user="postgres", what="stopping PostgreSQL")
+            _run(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.paths.pg_data), "-m", "fast", "-w", "stop"],
+                user="postgres",
+                what="stopping PostgreSQL",
+            )
 
     def status(self) -> dict[str, object]:
         s = self.settings

@@ -194,7 +194,9 @@ def decode_batch(
         raise WireError(WireErrorCode.NOT_JSON, "payload", f"is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise WireError(
-            WireErrorCode.NOT_AN_OBJECT, "payload", f"must be a JSON object, not {type(doc).__name__}"
+            WireErrorCode.NOT_AN_OBJECT,
+            "payload",
+            f"must be a JSON object, not {type(doc).__name__}",
         )
     if "v" not in doc:
         raise WireError(WireErrorCode.MISSING_FIELD, "v", "is required (the wire format version)")
@@ -209,7 +211,11 @@ def decode_batch(
     except ValidationError as exc:
         raise _translate(exc) from exc
     check_batch(
-        batch, topic_gateway_id=topic_gateway_id, now=now, max_future=max_future, verify_ids=verify_ids
+        batch,
+        topic_gateway_id=topic_gateway_id,
+        now=now,
+        max_future=max_future,
+        verify_ids=verify_ids,
     )
     return batch
 
@@ -263,7 +269,10 @@ def check_batch(
 
 
 def make_batch(
-    gateway_id: str, observations: list[Observation] | tuple[Observation, ...], *, sent_at: datetime | None = None
+    gateway_id: str,
+    observations: list[Observation] | tuple[Observation, ...],
+    *,
+    sent_at: datetime | None = None,
 ) -> ObservationBatch:
     return ObservationBatch(
         v=WIRE_VERSION,

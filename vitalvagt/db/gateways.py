@@ -17,7 +17,11 @@ def gateway_credential_hashes(database_url: str) -> dict[str, str]:
 
 
 def provision_gateway(
-    conn: psycopg.Connection, gateway_id: str, *, patient_id: str | None = None, password: str | None = None
+    conn: psycopg.Connection,
+    gateway_id: str,
+    *,
+    patient_id: str | None = None,
+    password: str | None = None,
 ) -> str:
     """Create or re-key a gateway; returns its password (shown once, stored only hashed)."""
     password = password or secrets.token_urlsafe(18)

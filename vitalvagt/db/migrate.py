@@ -55,21 +55,27 @@ def migrate(database_url: str) -> list[int]:
                     " name text NOT NULL, checksum text NOT NULL,"
                     " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+                done = dict(
+                    conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+                )
                 for m in available():
                     if m.version in done:
                         if done[m.version] != m.checksum:
                             raise MigrationError(
-                                f"migration {m.version:04d}_{m.name} was changed after it was applied;"
+                                f"migration {m.version:04d}_{m.name} was changed after it was"
+                                " applied;"
                                 " add a new migration instead of editing an applied one"
                             )
                         continue
                     try:
                         conn.execute(m.sql)  # type: ignore[arg-type]
                     except psycopg.Error as exc:
-                        raise MigrationError(f"migration {m.version:04d}_{m.name} failed: {exc}") from exc
+                        raise MigrationError(
+                            f"migration {m.version:04d}_{m.name} failed: {exc}"
+                        ) from exc
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
                         (m.version, m.name, m.checksum),
                     )
                     applied_now.append(m.version)
