@@ -71,7 +71,8 @@ def connect(
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
+    # connect_async before loop_start: connect() then loop_start() leaks paho's first socketpair.
+    client.connect_async("127.0.0.1", port)
     client.loop_start()
     try:
         conn.reason = result.get(timeout=timeout_s)

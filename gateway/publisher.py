@@ -1,0 +1,294 @@
+"""Publishes the outbox over MQTT 5 with paho-mqtt 2.x, and receives the hub's commands.
+
+- QoS 1; a reading leaves the outbox only when its message's PUBACK reports success.
+- At most ``max_inflight`` messages unacknowledged (never above 65,535, paho's message-id
+  space); while catching up, up to ``batch_size`` readings go in one message.
+- paho reconnects with back-off by itself and resends its in-flight messages in order; a
+  restarted process resends everything still in the outbox (the stable id de-duplicates).
+- The status topic is retained: "online" on connect, "offline" as the last will.
+
+paho calls back from its own thread; everything crosses into asyncio with
+``call_soon_threadsafe`` (design rule 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import ValidationError
+
+from gateway.errors import GatewayError
+from gateway.outbox import Outbox
+from vitalvagt.retry import Backoff
+from vitalvagt.wire import (
+    MAX_PAYLOAD_BYTES,
+    Command,
+    GatewayState,
+    GatewayStatus,
+    cmd_topic,
+    encode,
+    obs_topic,
+    status_topic,
+)
+
+log = logging.getLogger(__name__)
+
+MQTT_MAX_INFLIGHT = 65_535
+SESSION_EXPIRY_S = 7 * 24 * 3600  # commands wait a week for a tablet that is off
+
+
+class BrokerUnavailable(GatewayError):
+    """The broker refused or could not be reached."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int
+    gateway_id: str
+    password: str
+    tls_ca: Path | None = None
+    keepalive_s: int = 30
+    max_inflight: int = 1000
+    batch_size: int = 100
+    software: str = "vitalvagt-gateway 0.1.0"
+    username: str | None = None  # the broker user; the gateway id unless configured otherwise
+
+
+def batch_payload(gateway_id: str, observations_json: list[str], sent_at: datetime) -> bytes:
+    """An observation batch from already-serialised observations (no re-encoding per send)."""
+    stamp = sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    head = f'{{"v":1,"gateway_id":"{gateway_id}","sent_at":"{stamp}","observations":['
+    return (head + ",".join(observations_json) + "]}").encode()
+
+
+class Publisher:
+    """An async context manager: ``async with Publisher(cfg, outbox) as pub: pub.wake()``."""
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        outbox: Outbox,
+        *,
+        on_command: Callable[[Command], None] | None = None,
+    ) -> None:
+        if not 1 <= config.max_inflight <= MQTT_MAX_INFLIGHT:
+            raise GatewayError(
+                f"max_inflight must be 1-{MQTT_MAX_INFLIGHT}, not {config.max_inflight}"
+            )
+        self.config = config
+        self.outbox = outbox
+        self.on_command = on_command
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inflight: dict[int, list[int]] = {}  # message id -> outbox seqs it carries
+        self._acked: list[int] = []
+        self._last_handed = 0  # highest outbox seq handed to paho in this process
+        self.published_messages = 0
+        self.acked_readings = 0
+        self.refused_messages = 0
+        self._refusal_backoff = Backoff(initial_s=1, max_s=300)
+        self._resume_at = 0.0  # loop time before which nothing is handed after a refusal
+
+    # --- life cycle ---------------------------------------------------------------------
+    async def __aenter__(self) -> Publisher:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"vv-gw-{cfg.gateway_id}", protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(cfg.username or cfg.gateway_id, cfg.password)
+        if cfg.tls_ca:
+            client.tls_set(ca_certs=str(cfg.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.will_set(status_topic(cfg.gateway_id), self._status(GatewayState.OFFLINE), 1, True)
+        client.max_inflight_messages_set(cfg.max_inflight)
+        # The outbox is the queue: only `max_inflight` messages are ever handed to paho.
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client = client
+        client.connect_async(
+            cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props
+        )
+        client.loop_start()
+        self._task = asyncio.create_task(self._pump(), name=f"publisher-{cfg.gateway_id}")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client:
+            if self._connected.is_set():
+                info = self._client.publish(
+                    status_topic(self.config.gateway_id),
+                    self._status(GatewayState.OFFLINE),
+                    1,
+                    True,
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(info.wait_for_publish, 2)
+            self._client.disconnect()
+            self._client.loop_stop()
+        self._flush_acks()
+
+    def wake(self) -> None:
+        """New readings are in the outbox."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # --- paho callbacks (paho's thread) -------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error(
+                "gateway %s: broker refused the connection: %s", self.config.gateway_id, reason
+            )
+            return
+        client.subscribe(cmd_topic(self.config.gateway_id), qos=1)
+        client.publish(
+            status_topic(self.config.gateway_id), self._status(GatewayState.ONLINE), 1, True
+        )
+        log.info(
+            "gateway %s: connected to %s:%d",
+            self.config.gateway_id,
+            self.config.host,
+            self.config.port,
+        )
+        self._call(self._connected.set)
+        self._call(self._wake.set)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        log.warning(
+            "gateway %s: disconnected (%s); paho reconnects", self.config.gateway_id, reason
+        )
+        self._call(self._connected.clear)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        self._call(self._settle, mid, bool(reason.is_failure), str(reason))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            command = Command.model_validate_json(msg.payload)
+        except ValidationError as exc:
+            log.error("gateway %s: ignoring a malformed command: %s", self.config.gateway_id, exc)
+            return
+        if self.on_command:
+            self._call(self.on_command, command)
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closing during shutdown
+                loop.call_soon_threadsafe(fn, *args)
+
+    # --- asyncio side -------------------------------------------------------------------
+    def _status(self, state: GatewayState) -> bytes:
+        pending = self.outbox.stats().pending if self.outbox._db is not None else None
+        return encode(
+            GatewayStatus(
+                gateway_id=self.config.gateway_id,
+                state=state,
+                at=datetime.now(UTC),
+                outbox_pending=pending,
+                software=self.config.software,
+            )
+        )
+
+    def _settle(self, mid: int, failed: bool, reason: str) -> None:
+        seqs = self._inflight.pop(mid, None)
+        if seqs is None:
+            return  # status message, or a resend already settled
+        if failed:
+            # Kept in the outbox; resent after the next reconnect (e.g. once the ACL is fixed).
+            self.refused_messages += 1
+            log.error(
+                "gateway %s: broker refused message %d (%s); keeping %d readings",
+                self.config.gateway_id,
+                mid,
+                reason,
+                len(seqs),
+            )
+            self._last_handed = min(self._last_handed, min(seqs) - 1)
+            assert self._loop is not None
+            self._resume_at = self._loop.time() + self._refusal_backoff.next_delay()
+        else:
+            self._refusal_backoff.reset()
+            self._acked.extend(seqs)
+            self.acked_readings += len(seqs)
+        self._wake.set()
+
+    def _flush_acks(self) -> None:
+        if self._acked and self.outbox._db is not None:
+            done, self._acked = self._acked, []
+            self.outbox.remove(done)
+
+    async def _pump(self) -> None:
+        cfg = self.config
+        topic = obs_topic(cfg.gateway_id)
+        client = self._client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self._flush_acks()
+            if (pause := self._resume_at - loop.time()) > 0:
+                await asyncio.sleep(pause)  # the broker refused a message: back off
+                continue
+            room = cfg.max_inflight - len(self._inflight)
+            rows = (
+                self.outbox.peek(room * cfg.batch_size, after_seq=self._last_handed)
+                if room > 0 and self._connected.is_set()
+                else []
+            )
+            if not rows:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = datetime.now(UTC)
+            i = 0
+            while i < len(rows):
+                chunk = rows[i : i + cfg.batch_size]
+                payload = batch_payload(cfg.gateway_id, [r.payload for r in chunk], now)
+                while len(payload) > MAX_PAYLOAD_BYTES and len(chunk) > 1:
+                    chunk = chunk[: len(chunk) // 2]
+                    payload = batch_payload(cfg.gateway_id, [r.payload for r in chunk], now)
+                info = client.publish(topic, payload, qos=1)
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    break  # paho's window is full: wait for acknowledgements
+                self._inflight[info.mid] = [r.seq for r in chunk]
+                self._last_handed = chunk[-1].seq
+                self.published_messages += 1
+                i += len(chunk)
+            await asyncio.sleep(0)  # let acknowledgements in between bursts
