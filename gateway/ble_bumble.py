@@ -47,6 +47,8 @@ from bumble.keys import MemoryKeyStore
 from bumble.transport import open_transport
 from bumble.transport.common import Transport
 
+from gateway.errors import GatewayError
+
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -60,11 +62,11 @@ _SECURITY_ERRORS = frozenset({0x05, 0x0F})
 _DISCONNECT_TIMEOUT_S = 10.0
 
 
-class BumbleTransportError(BleakError):
+class BumbleTransportError(BleakError, GatewayError):
     """The bumble radio is not usable (not open, or closed under a running operation)."""
 
 
-class BleakATTError(BleakError):
+class BleakATTError(BleakError, GatewayError):
     """The peripheral answered an ATT request with an error response."""
 
     def __init__(self, address: str, what: str, error_code: int) -> None:
@@ -794,4 +796,3 @@ def bleak_client_class(client_backend: type[BaseBleakClient] | None) -> type[Ble
 
     _BackendBleakClient.__name__ = f"BleakClient[{client_backend.__name__}]"
     return _BackendBleakClient
-

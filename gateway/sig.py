@@ -247,7 +247,21 @@ class Reader:
         return struct.unpack_from(f"<{n // 2}H", self._data, pos)
 
     def sfloat(self, what: str, *, big_endian: bool = False) -> Number | Special:
-        return sfloat_parts(self.u16(what, big_endian=big_endian))
+        # Inlined take + unpack + split: this is the hot path of every decoder.
+        pos = self.pos
+        if pos + 2 > self._end:
+            self.fail(f"truncated, need 2 bytes for {what}, have {self._end - pos}")
+        self.pos = pos + 2
+        raw = (_U16_BE if big_endian else _U16).unpack_from(self._data, pos)[0]
+        special = SFLOAT_SPECIALS.get(raw)
+        if special is not None:
+            return special
+        mantissa = raw & 0x0FFF
+        exponent = raw >> 12
+        return Number(
+            mantissa - 0x1000 if mantissa >= 0x0800 else mantissa,
+            exponent - 16 if exponent >= 8 else exponent,
+        )
 
     def float32(self, what: str) -> Number | Special:
         pos = self._take(4, what)

@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.kinds import KIND_SPECS
-from vitalvagt.observation import GatewayId, Observation, stable_id
+from vitalvagt.observation import GatewayId, Observation, stable_id_bytes
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "vv/v1/gw"
@@ -189,6 +189,25 @@ def decode_batch(
             WireErrorCode.OVERSIZE, "payload", f"{size} bytes is over the {MAX_PAYLOAD_BYTES} limit"
         )
     try:
+        # Fast path: a valid message is parsed and validated in one go by pydantic-core.
+        batch = ObservationBatch.model_validate_json(raw)
+    except ValidationError:
+        batch = None
+    if batch is None:
+        batch = _diagnose(raw)
+    check_batch(
+        batch,
+        topic_gateway_id=topic_gateway_id,
+        now=now,
+        max_future=max_future,
+        verify_ids=verify_ids,
+    )
+    return batch
+
+
+def _diagnose(raw: bytes | str) -> ObservationBatch:
+    """Slow path for a message that failed validation: find and name the first problem."""
+    try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(WireErrorCode.NOT_JSON, "payload", f"is not JSON: {exc}") from exc
@@ -207,17 +226,9 @@ def decode_batch(
             f"version {doc['v']!r} is not supported; this hub speaks version {WIRE_VERSION}",
         )
     try:
-        batch = ObservationBatch.model_validate(doc)
+        return ObservationBatch.model_validate(doc)
     except ValidationError as exc:
         raise _translate(exc) from exc
-    check_batch(
-        batch,
-        topic_gateway_id=topic_gateway_id,
-        now=now,
-        max_future=max_future,
-        verify_ids=verify_ids,
-    )
-    return batch
 
 
 def check_batch(
@@ -259,12 +270,15 @@ def check_batch(
                 f"{obs.measured_at.isoformat()} is more than {max_future} ahead of the hub's clock",
             )
         if verify_ids:
-            expected = stable_id(batch.gateway_id, obs.device.address, obs.kind, obs.measured_at)
-            if obs.id != expected:
+            expected = stable_id_bytes(
+                batch.gateway_id, obs.device.address, obs.kind, obs.measured_at
+            )
+            if obs.id.bytes != expected:
                 raise WireError(
                     WireErrorCode.ID_MISMATCH,
                     f"{where}.id",
-                    f"{obs.id} is not the stable id of this reading (expected {expected})",
+                    f"{obs.id} is not the stable id of this reading"
+                    f" (expected {uuid.UUID(bytes=expected)})",
                 )
 
 

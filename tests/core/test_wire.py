@@ -235,3 +235,20 @@ def test_the_documented_example_is_valid_and_its_stable_id_is_right() -> None:
     assert batch.observations[0].kind is Kind.BP_SYSTOLIC
     at = datetime(2026, 11, 22, 7, 1, 55, tzinfo=UTC)
     assert str(stable_id("gw-0001", "C0:FF:EE:00:00:01", Kind.SPO2, at)) in doc
+
+
+@given(
+    gw=st.from_regex(r"[a-z0-9][a-z0-9-]{2,20}", fullmatch=True),
+    addr=st.text("0123456789abcdefABCDEF:", min_size=1, max_size=17),
+    kind=st.sampled_from(list(Kind)),
+    seconds=st.integers(0, 2**31),
+    micros=st.integers(0, 999_999),
+)
+def test_fast_stable_id_is_the_documented_uuid5(
+    gw: str, addr: str, kind: Kind, seconds: int, micros: int
+) -> None:
+    from vitalvagt.observation import OBSERVATION_NAMESPACE
+
+    at = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
+    text = f"{gw}|{addr.upper()}|{kind.value}|{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+    assert stable_id(gw, addr, kind, at) == uuid.uuid5(OBSERVATION_NAMESPACE, text)
