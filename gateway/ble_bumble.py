@@ -60,6 +60,7 @@ ATT_MTU_REQUEST = 517
 # ATT errors after which BlueZ and Android raise the link's security and retry.
 _SECURITY_ERRORS = frozenset({0x05, 0x0F})
 _DISCONNECT_TIMEOUT_S = 10.0
+_SETTLE_S = 0.05
 
 
 class BumbleTransportError(BleakError, GatewayError):
@@ -105,6 +106,10 @@ async def run_until_disconnected(
     connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
     try:
         await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            # A response that arrived just before the link dropped completes the task only
+            # after a few scheduler hops, later than the disconnection event: let it settle.
+            await asyncio.wait({task}, timeout=_SETTLE_S)
     finally:
         connection.remove_listener(connection.EVENT_DISCONNECTION, on_disconnection)
         if not task.done():
@@ -247,8 +252,9 @@ class BumbleCentral:
     def backends(self) -> tuple[type[BumbleScannerBackend], type[BumbleClientBackend]]:
         """Backend classes bound to this central (bleak instantiates them itself)."""
         if self._backends is None:
-            scanner = type("BoundBumbleScannerBackend", (BumbleScannerBackend,), {"central": self})
-            client = type("BoundBumbleClientBackend", (BumbleClientBackend,), {"central": self})
+            bound = {"central": self, "__module__": __name__}
+            scanner = type("BoundBumbleScannerBackend", (BumbleScannerBackend,), bound)
+            client = type("BoundBumbleClientBackend", (BumbleClientBackend,), bound)
             self._backends = (scanner, client)
         return self._backends
 
@@ -442,25 +448,30 @@ class BumbleClientBackend(BaseBleakClient):
         if self.is_connected:
             raise BleakError(f"{self.address}: client is already connected")
         timeout_s = float(kwargs.get("timeout", self._timeout))
+        if self._peer is None:
+            # Like BlueZ: an address alone means scanning first, with its own time-out.
+            await self._find_peer(timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
-                await self._connect(pair, timeout_s)
+                await self._connect(pair)
         except BaseException:
             await self._abort_connect()
             raise
 
-    async def _connect(self, pair: bool, timeout_s: float) -> None:
-        central = self._central
-        if self._peer is None:
-            found = await BleakScanner.find_device_by_address(
-                self.address, timeout=timeout_s, backend=central.backends()[0]
+    async def _find_peer(self, timeout_s: float) -> None:
+        found = await BleakScanner.find_device_by_address(
+            self.address, timeout=timeout_s, backend=self._central.backends()[0]
+        )
+        if found is None or not isinstance(found.details, BumbleDeviceDetails):
+            raise BleakDeviceNotFoundError(
+                self.address, f"Device with address {self.address} was not found."
             )
-            if found is None or not isinstance(found.details, BumbleDeviceDetails):
-                raise BleakDeviceNotFoundError(
-                    self.address, f"Device with address {self.address} was not found."
-                )
-            self._peer = found.details.address
-            self._display_name = found.name
+        self._peer = found.details.address
+        self._display_name = found.name
+
+    async def _connect(self, pair: bool) -> None:
+        central = self._central
+        assert self._peer is not None
         device = central.device
         async with central.connect_lock:
             try:
@@ -585,7 +596,10 @@ class BumbleClientBackend(BaseBleakClient):
 
     async def _gatt(self, what: str, awaitable: Coroutine[Any, Any, _T]) -> _T:
         """Run one GATT procedure, translating bumble's errors into bleak's."""
-        connection = self._require_connection()
+        connection = self._connection
+        if connection is None:
+            awaitable.close()  # never started: close it rather than leak a warning
+            raise BleakError(f"{self.address}: not connected")
         try:
             ok, result = await run_until_disconnected(connection, awaitable)
         except ATT_Error as exc:
@@ -616,9 +630,9 @@ class BumbleClientBackend(BaseBleakClient):
         connection = self._require_connection()
         client = connection.gatt_client
         uuids = [core.UUID(u) for u in self._service_filter] if self._service_filter else []
-        await self._gatt("service discovery", client.discover_services(uuids))
+        services = await self._gatt("service discovery", client.discover_services(uuids))
         collection = BleakGATTServiceCollection()
-        for service in client.services:
+        for service in services:
             bleak_service = BleakGATTService(service, service.handle, _uuid(service.uuid))
             collection.add_service(bleak_service)
             characteristics = await self._gatt(

@@ -159,6 +159,9 @@ class DateTimeFields(NamedTuple):
         )
 
 
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def date_time_fields(
     year: int, month: int, day: int, hour: int, minute: int, second: int
 ) -> DateTimeFields:
@@ -171,10 +174,9 @@ def date_time_fields(
         raise ValueError(f"impossible day {day} (1-31, or 0 for unknown)")
     if hour > 23 or minute > 59 or second > 59:
         raise ValueError(f"impossible time of day {hour:02d}:{minute:02d}:{second:02d}")
-    if month and day:
-        # With the year unknown, 29 February may still be right: check against a leap year.
-        last = calendar.monthrange(year or 2000, month)[1]
-        if day > last:
+    if month and day and day > _DAYS_IN_MONTH[month]:
+        # With the year unknown, 29 February may still be right: only a known year says no.
+        if not (month == 2 and day == 29 and (year == 0 or calendar.isleap(year))):
             raise ValueError(f"impossible date {year:04d}-{month:02d}-{day:02d}")
     return DateTimeFields(year, month, day, hour, minute, second)
 
@@ -209,7 +211,8 @@ class Reader:
     def _take(self, n: int, what: str) -> int:
         pos = self.pos
         if pos + n > self._end:
-            self.fail(f"truncated, need {n} bytes for {what}, have {self._end - pos}")
+            self.fail(f"truncated, need {n} byte{'s' if n > 1 else ''} for {what}, have "
+                      f"{self._end - pos}")
         self.pos = pos + n
         return pos
 

@@ -25,13 +25,18 @@ import logging
 import random
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from bumble import core, gatt, hci, ll
-from bumble.att import ATT_INVALID_ATTRIBUTE_LENGTH_ERROR, ATT_Error, Attribute
+from bumble.att import (
+    ATT_INVALID_ATTRIBUTE_LENGTH_ERROR,
+    ATT_READ_NOT_PERMITTED_ERROR,
+    ATT_Error,
+    Attribute,
+)
 from bumble.controller import Controller
 from bumble.core import AdvertisingData
 from bumble.data_types import CompleteListOf16BitServiceUUIDs, CompleteLocalName, Flags
@@ -277,16 +282,14 @@ class EmulatedDevice:
 
     # -- lifecycle
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    @contextlib.asynccontextmanager
+    async def opened(self, link: BumbleLink) -> AsyncIterator[Self]:
+        """The device powered on ``link`` for the block (``Home`` does this for its devices)."""
+        await self.open(link)
+        try:
+            yield self
+        finally:
+            await self.close()
 
     async def open(self, link: BumbleLink) -> None:
         if self._device is not None:
@@ -517,7 +520,8 @@ class EmulatedDevice:
                 core.UUID.from_16_bits(spec.uuid),
                 prop.INDICATE if spec.indicate else prop.NOTIFY,
                 Attribute.Permissions(0),
-                b"",
+                # bumble's server does not enforce the READ property; a real device refuses.
+                gatt.CharacteristicValue(read=_read_not_permitted),
             )
             # Our own CCCD so that a bonding-only device can refuse unencrypted subscribers.
             characteristic.descriptors = [
@@ -572,6 +576,10 @@ class EmulatedDevice:
             gatt.CharacteristicValue(read=lambda _connection: self.clock, write=write_time),
         )
         return gatt.Service(core.UUID.from_16_bits(0x1805), [current_time])
+
+
+def _read_not_permitted(_connection: Connection | None) -> bytes:
+    raise ATT_Error(ATT_READ_NOT_PERMITTED_ERROR)
 
 
 class BloodPressureMonitor(EmulatedDevice):
@@ -636,6 +644,9 @@ def standard_devices(*, requires_bonding: bool = False, seed: int = 0) -> list[E
     ]
 
 
+_D = TypeVar("_D", bound=EmulatedDevice)
+
+
 class Home:
     """A patient's home: emulated devices on one ``BumbleLink``; async context manager."""
 
@@ -676,8 +687,8 @@ class Home:
         """A gateway central on this home's radio (open it with ``async with``)."""
         return BumbleCentral(link=self.link, **kwargs)
 
-    def get(self, kind: type[EmulatedDevice]) -> Any:
-        """The first device of that class (typed loosely so subclass methods stay usable)."""
+    def get(self, kind: type[_D]) -> _D:
+        """The first device of that class."""
         return next(device for device in self.devices if isinstance(device, kind))
 
 

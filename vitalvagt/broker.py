@@ -46,7 +46,9 @@ autosave_interval 30
 # Up to a day of a busy gateway's backlog per offline persistent session.
 max_queued_messages 100000
 max_inflight_messages 1000
-message_size_limit 262144
+# Above the wire format's 256 KiB so that ingest sees (and dead-letters) an oversize
+# message with its reason; beyond 1 MiB the broker drops the connection.
+max_packet_size 1048576
 log_dest file {log_file}
 log_type error
 log_type warning

@@ -477,3 +477,43 @@ def with_stack_defaults(settings: Settings) -> Settings:
             url = Stack(settings).database_url()
             return settings.model_copy(update={"database_url": SecretStr(url)})
     return settings
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str
+    password: str
+    tls_ca: str | None
+
+
+def mqtt_endpoint(settings: Settings, service_user: str) -> MqttEndpoint:
+    """The broker and credentials for a service: VV_MQTT_* if set, else the embedded stack's."""
+    username = settings.mqtt_username or service_user
+    if settings.mqtt_password is not None:
+        password = settings.mqtt_password.get_secret_value()
+    else:
+        stack = Stack(settings)
+        if not stack.paths.secrets.exists():
+            raise StackError(
+                "no MQTT password: set VV_MQTT_PASSWORD or run `vitalvagt stack up` first"
+            )
+        password = stack.secrets().get(username, "")
+        if not password:
+            raise StackError(f"the embedded stack has no MQTT user {username!r}")
+    return MqttEndpoint(
+        host=settings.mqtt_host or settings.host,
+        port=settings.mqtt_port,
+        username=username,
+        password=password,
+        tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
+    )
+
+
+def database_url(settings: Settings) -> str:
+    """VV_DATABASE_URL if set, else the embedded stack's database."""
+    url = with_stack_defaults(settings).database_url
+    if url is None:
+        raise StackError("no database: set VV_DATABASE_URL or run `vitalvagt stack up` first")
+    return url.get_secret_value()

@@ -1,0 +1,285 @@
+"""Validation against the hub's registry, and the one transaction that stores a batch.
+
+A batch of MQTT messages becomes: observations (COPY into a staging table, then one INSERT
+... ON CONFLICT DO NOTHING so a redelivered reading is stored once), dead letters for the
+messages that failed, device and gateway last-seen times, the roll-up buckets it touched,
+and a NOTIFY with the affected patients, all committed together. Only after the commit are
+the messages acknowledged to the broker (service.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from ingest.errors import DatabaseUnavailable
+from vitalvagt.wire import WireError, decode_batch, parse_topic
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "vv_observations"
+STAGE_COLUMNS = (
+    "id", "measured_at", "received_at", "patient_id", "gateway_id", "device_address", "kind",
+    "value", "unit", "time_source", "reading_id", "flags", "body_site",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    received_at: datetime  # when ingest got it (UTC)
+    mid: int = 0  # MQTT message id, for the acknowledgement after commit
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    message: Message
+    gateway_id: str | None
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message: Message
+    gateway_id: str
+    patient_id: str
+    rows: list[tuple[object, ...]]
+    devices: dict[str, tuple[str | None, str | None]]  # address -> (model, serial)
+
+
+@dataclass
+class WriteResult:
+    inserted: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    patients: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEntry:
+    patient_id: str | None
+    active: bool
+    inactive_devices: frozenset[str]
+
+
+class GatewayDirectory:
+    """Known gateways, their patients and unbound devices; reloaded on a miss (at most 1/s)."""
+
+    def __init__(self, *, min_reload_s: float = 1.0) -> None:
+        self._entries: dict[str, GatewayEntry] = {}
+        self._loaded_at = 0.0
+        self._min_reload_s = min_reload_s
+
+    def reload(self, conn: psycopg.Connection) -> None:
+        rows = conn.execute(
+            "SELECT g.id, g.patient_id, g.active AND coalesce(p.active, true),"
+            " coalesce(array_agg(d.address) FILTER (WHERE NOT d.active), '{}')"
+            " FROM gateways g LEFT JOIN patients p ON p.id = g.patient_id"
+            " LEFT JOIN devices d ON d.gateway_id = g.id GROUP BY g.id, p.active"
+        ).fetchall()
+        self._entries = {r[0]: GatewayEntry(r[1], r[2], frozenset(r[3])) for r in rows}
+        self._loaded_at = time.monotonic()
+
+    def get(self, conn: psycopg.Connection, gateway_id: str) -> GatewayEntry | None:
+        entry = self._entries.get(gateway_id)
+        if entry is None and time.monotonic() - self._loaded_at >= self._min_reload_s:
+            self.reload(conn)
+            entry = self._entries.get(gateway_id)
+        return entry
+
+
+def validate(
+    msg: Message,
+    directory: GatewayDirectory,
+    conn: psycopg.Connection,
+    *,
+    now: datetime | None = None,
+) -> Accepted | Rejected:
+    """Check one message against the wire format and the registry; never raises WireError."""
+    gateway_id: str | None = None
+    try:
+        gateway_id, _ = parse_topic(msg.topic)
+        batch = decode_batch(msg.payload, topic_gateway_id=gateway_id, now=now or msg.received_at)
+    except WireError as exc:
+        return Rejected(msg, gateway_id, exc.code.value, str(exc))
+    entry = directory.get(conn, gateway_id)
+    if entry is None:
+        return Rejected(
+            msg,
+            gateway_id,
+            "unknown_gateway",
+            f"gateway {gateway_id!r} is not registered; register it, then replay",
+        )
+    if not entry.active:
+        return Rejected(
+            msg,
+            gateway_id,
+            "gateway_inactive",
+            f"gateway {gateway_id!r} or its patient is deactivated",
+        )
+    if entry.patient_id is None:
+        return Rejected(
+            msg,
+            gateway_id,
+            "gateway_unassigned",
+            f"gateway {gateway_id!r} has no patient; assign one, then replay",
+        )
+    rows: list[tuple[object, ...]] = []
+    devices: dict[str, tuple[str | None, str | None]] = {}
+    for i, o in enumerate(batch.observations):
+        address = o.device.address.upper()
+        if address in entry.inactive_devices:
+            return Rejected(
+                msg,
+                gateway_id,
+                "device_not_bound",
+                f"observations[{i}].device.address: device {address} is unbound"
+                f" from gateway {gateway_id!r}",
+            )
+        devices[address] = (o.device.model, o.device.serial)
+        rows.append((
+            o.id, o.measured_at, o.received_at, entry.patient_id, gateway_id, address,
+            o.kind.value, o.value, o.unit, o.time_source.value, o.reading_id,
+            [f.value for f in o.flags], o.body_site.value if o.body_site else None,
+        ))  # fmt: skip
+    return Accepted(msg, gateway_id, entry.patient_id, rows, devices)
+
+
+class Store:
+    """One database connection that writes batches. Open/close explicitly or use ``with``."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> Store:
+        return self  # connects lazily: the database may be down when ingest starts
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        try:
+            # autocommit: every write is an explicit `transaction()` block, never a savepoint
+            # inside an implicit transaction left open by a registry lookup.
+            conn = psycopg.connect(self.database_url, connect_timeout=10, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+        conn.execute("SET timezone = 'UTC'")  # date_trunc('hour') buckets in UTC
+        conn.execute(
+            "CREATE TEMP TABLE obs_stage (LIKE observations INCLUDING DEFAULTS)"
+            " ON COMMIT DELETE ROWS"
+        )
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            raise DatabaseUnavailable("not connected to the database")
+        return self._conn
+
+    def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> WriteResult:
+        """Store a batch in one transaction; raises DatabaseUnavailable (retry) on failure."""
+        try:
+            return self._write(accepted, rejected)
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(f"database write failed: {exc}") from exc
+
+    def _write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> WriteResult:
+        conn = self.conn
+        result = WriteResult()
+        with conn.transaction(), conn.cursor() as cur:
+            total = sum(len(a.rows) for a in accepted)
+            if total:
+                cols = ", ".join(STAGE_COLUMNS)
+                with cur.copy(f"COPY obs_stage ({cols}) FROM STDIN") as copy:
+                    for a in accepted:
+                        for row in a.rows:
+                            copy.write_row(row)
+                cur.execute(
+                    f"INSERT INTO observations ({cols}) SELECT {cols} FROM obs_stage"
+                    " ON CONFLICT DO NOTHING"
+                    " RETURNING patient_id, kind, date_trunc('hour', measured_at)"
+                )
+                touched = set(cur.fetchall())
+                result.inserted = cur.rowcount
+                result.duplicates = total - result.inserted
+                result.patients = {t[0] for t in touched}
+                self._mark_dirty(cur, touched)
+                self._seen(cur, accepted)
+            if rejected:
+                cur.executemany(
+                    "INSERT INTO dead_letters (received_at, topic, payload, gateway_id,"
+                    " reason_code, reason) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            r.message.received_at,
+                            r.message.topic,
+                            r.message.payload,
+                            r.gateway_id,
+                            r.code,
+                            r.reason,
+                        )
+                        for r in rejected
+                    ],
+                )
+                result.dead_letters = len(rejected)
+            if result.patients:
+                # Delivered to LISTENers only when this transaction commits.
+                for chunk in _chunks(sorted(result.patients), 200):
+                    cur.execute(
+                        "SELECT pg_notify(%s, %s)",
+                        (NOTIFY_CHANNEL, json.dumps({"patients": chunk})),
+                    )
+        return result
+
+    @staticmethod
+    def _mark_dirty(cur: psycopg.Cursor, touched: Iterable[tuple[object, ...]]) -> None:
+        rows = list(touched)
+        if rows:
+            cur.executemany(
+                "INSERT INTO rollup_dirty (patient_id, kind, hour) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                rows,
+            )
+
+    @staticmethod
+    def _seen(cur: psycopg.Cursor, accepted: Sequence[Accepted]) -> None:
+        devices: dict[tuple[str, str], tuple[str | None, str | None, datetime]] = {}
+        gateways: dict[str, datetime] = {}
+        for a in accepted:
+            at = a.message.received_at
+            gateways[a.gateway_id] = max(at, gateways.get(a.gateway_id, at))
+            for address, (model, serial) in a.devices.items():
+                devices[(a.gateway_id, address)] = (model, serial, at)
+        cur.executemany(
+            "INSERT INTO devices (gateway_id, address, model, serial, last_seen_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (gateway_id, address) DO UPDATE SET"
+            " model = coalesce(EXCLUDED.model, devices.model),"
+            " serial = coalesce(EXCLUDED.serial, devices.serial),"
+            " last_seen_at = greatest(devices.last_seen_at, EXCLUDED.last_seen_at)",
+            [(gw, addr, m, s, at) for (gw, addr), (m, s, at) in sorted(devices.items())],
+        )
+        cur.executemany(
+            "UPDATE gateways SET last_seen_at = greatest(last_seen_at, %s) WHERE id = %s",
+            [(at, gw) for gw, at in sorted(gateways.items())],
+        )
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,104 @@
+"""``vitalvagt simulate``: virtual patients with known deteriorations (docs/simulation.md).
+
+Each subcommand adds itself to the ``simulate`` group in ``register_cli``; ``cohort`` writes a
+cohort directory. A ``fleet`` subcommand (publishing a cohort over MQTT) goes beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from vitalvagt.settings import Settings
+
+# Equal to simulator.cohort.DEFAULT_START (a test checks): written out so that building the
+# parser does not import numpy, which a gateway install may not have.
+DEFAULT_START = date(2025, 1, 6)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 2**63-1")
+    return value
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2025-01-06") from None
+
+
+def _cohort(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: numpy loads only when a simulate command runs, not for every `vitalvagt`.
+    from simulator.cohort import CohortSpec, GroupChoice, write_cohort
+
+    spec = CohortSpec(args.patients, args.days, args.seed, args.start, GroupChoice(args.group))
+    summary = write_cohort(args.out, spec, overwrite=args.force)
+    print(
+        f"wrote cohort to {summary.path}: {spec.patients} patients x {spec.days} days from "
+        f"{spec.start} (seed {spec.seed}, group {spec.group.value}): "
+        f"{summary.observations} observations, {summary.clinical_events} clinical events, "
+        f"{summary.events - summary.clinical_events} artefacts, in {summary.seconds:.1f} s "
+        f"({summary.patient_days_per_s:,.0f} patient-days/s)"
+    )
+    return 0
+
+
+def _add_cohort(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "cohort",
+        help="write a cohort of virtual patients to a directory",
+        description="Generate N virtual patients over D days and write a versioned cohort "
+        "directory: cohort.json (seed, parameters, checksums), patients.jsonl, "
+        "observations.csv.gz (wire-format fields) and events.csv (ground truth: "
+        "deteriorations and artefacts). The same arguments give byte-identical files. Needs "
+        "nothing running (no database, no broker); docs/simulation.md describes the model "
+        "and the format.",
+    )
+    p.add_argument("--patients", type=_positive, required=True, metavar="N",
+                   help="number of patients (ids sim-p00001..., gateways sim-gw-00001...)")
+    p.add_argument("--days", type=_positive, required=True, metavar="D",
+                   help="number of days to simulate")
+    p.add_argument("--seed", type=_seed, required=True, metavar="S",
+                   help="random seed; patient i depends only on the seed and i")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="directory to write (created if missing)")
+    p.add_argument("--start", type=_date, default=DEFAULT_START, metavar="YYYY-MM-DD",
+                   help=f"first local day, Europe/Copenhagen (default {DEFAULT_START}); pick "
+                   "recent dates for publishing, as the hub refuses readings from the future")
+    p.add_argument("--group", choices=["copd", "heart_failure", "both", "mixed"],
+                   default="mixed",
+                   help="patient group for everyone, or mixed (default: 50%% COPD, 40%% heart "
+                   "failure, 10%% both)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a cohort already in DIR")
+    p.set_defaults(handler=_cohort)
+
+
+def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``vitalvagt simulate`` and its subcommands to the top-level parser."""
+    simulate = subparsers.add_parser(
+        "simulate",
+        help="virtual patients with known deteriorations",
+        description="Virtual COPD and heart-failure patients with ground truth, for tests, "
+        "rule evaluation and load. `cohort` writes a cohort directory and needs nothing "
+        "running.",
+    )
+    sub = simulate.add_subparsers(dest="simulate_command", required=True, metavar="SUBCOMMAND")
+    _add_cohort(sub)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from ingest.service import IngestConfig, IngestService
+from tests.mqtt import Connected, connect
+from vitalvagt.db.gateways import provision_gateway
+from vitalvagt.kinds import KIND_SPECS, Kind
+from vitalvagt.observation import DeviceRef, Observation
+from vitalvagt.stack import Stack
+from vitalvagt.wire import encode, make_batch
+
+T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+
+
+def ensure_team(conn: psycopg.Connection) -> None:
+    conn.execute(
+        "INSERT INTO municipalities (id, name) VALUES ('0999', 'Testkommune') ON CONFLICT DO NOTHING"
+    )
+    conn.execute(
+        "INSERT INTO acute_teams (id, municipality_id, name) VALUES ('team-test', '0999',"
+        " 'Akutteam Test') ON CONFLICT DO NOTHING"
+    )
+
+
+def add_home(conn: psycopg.Connection, stack: Stack, name: str) -> tuple[str, str, str]:
+    """A patient and their gateway (known to the broker); returns (gateway, password, patient)."""
+    ensure_team(conn)
+    patient, gw = f"p-{name}", f"gw-{name}"
+    conn.execute(
+        "INSERT INTO patients (id, municipality_id, team_id, patient_group) VALUES"
+        " (%s, '0999', 'team-test', 'copd') ON CONFLICT DO NOTHING",
+        (patient,),
+    )
+    password = provision_gateway(conn, gw, patient_id=patient)
+    stack.sync_broker_users()
+    return gw, password, patient
+
+
+def readings(gw: str, n: int, *, start: int = 0, kind: Kind = Kind.SPO2) -> list[Observation]:
+    s = KIND_SPECS[kind]
+    out = []
+    for i in range(start, start + n):
+        at = T0 + timedelta(seconds=37 * i)
+        out.append(Observation.create(
+            gateway_id=gw, kind=kind, value=round(s.plausible_min + (i * 7919) % int(s.plausible_max - s.plausible_min), 1),
+            unit=s.unit, measured_at=at, received_at=at + timedelta(seconds=1),
+            device=DeviceRef(address="00:11:22:33:44:55", model="PO-60", serial="1"),
+        ))  # fmt: skip
+    return out
+
+
+def payloads(gw: str, obs: list[Observation], per_message: int) -> list[bytes]:
+    return [
+        encode(make_batch(gw, obs[i : i + per_message])) for i in range(0, len(obs), per_message)
+    ]
+
+
+def count_rows(conn: psycopg.Connection, gw: str) -> tuple[int, int]:
+    """(rows, distinct ids) stored for a gateway."""
+    return conn.execute(
+        "SELECT count(*), count(DISTINCT id) FROM observations WHERE gateway_id = %s", (gw,)
+    ).fetchone()
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def registry(stack: Stack) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+        yield conn
+
+
+def ingest_config(stack: Stack, client_id: str = "vv-ingest-test") -> IngestConfig:
+    return IngestConfig(
+        database_url=stack.database_url(), mqtt_host="127.0.0.1",
+        mqtt_port=stack.settings.mqtt_port, mqtt_username="vv-ingest",
+        mqtt_password=stack.secrets()["vv-ingest"], client_id=client_id,
+        end_session_on_stop=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ingest(stack: Stack) -> Iterator[IngestService]:
+    service = IngestService(ingest_config(stack))
+    thread = threading.Thread(target=service.run, name="ingest-under-test")
+    thread.start()
+    assert service.wait_connected(10), "ingest did not connect"
+    time.sleep(0.2)  # subscription in place
+    yield service
+    service.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+
+
+def gateway_client(stack: Stack, gw: str, password: str) -> Connected:
+    c = connect(stack.settings.mqtt_port, gw, password)
+    assert not c.reason.is_failure, c.reason
+    return c

@@ -1,0 +1,128 @@
+"""Ingest against the real mosquitto and TimescaleDB."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from ingest.deadletters import replay
+from ingest.service import IngestService
+from tests.ingest.conftest import (
+    add_home,
+    count_rows,
+    gateway_client,
+    payloads,
+    readings,
+    wait_for,
+)
+from vitalvagt.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def test_same_message_three_times_and_same_reading_in_two_messages_stored_once(
+    stack: Stack, registry: psycopg.Connection, ingest: IngestService
+) -> None:
+    gw, pw, patient = add_home(registry, stack, "dup")
+    obs = readings(gw, 10)
+    one, two = payloads(gw, obs[:6], 6)[0], payloads(gw, obs[4:], 6)[0]  # 4 and 5 in both
+    c = gateway_client(stack, gw, pw)
+    try:
+        for payload in (one, one, one, two):
+            assert not c.publish(f"vv/v1/gw/{gw}/obs", payload).is_failure
+    finally:
+        c.close()
+    wait_for(
+        lambda: ingest.metrics.messages_in._value.get() >= 4 and ingest._inbox.empty(),
+        10,
+        "four messages",
+    )
+    wait_for(lambda: count_rows(registry, gw)[0] == 10, 10, "10 rows")
+    assert count_rows(registry, gw) == (10, 10)
+    assert ingest.metrics.duplicates._value.get() >= 6 + 2
+    row = registry.execute(
+        "SELECT patient_id, kind, unit, device_address FROM observations WHERE id = %s",
+        (obs[0].id,),
+    ).fetchone()
+    assert row == (patient, "spo2", "%", "00:11:22:33:44:55")
+
+
+MALFORMED = {
+    "not_json": b"\x00\x01 definitely not json",
+    "unsupported_version": json.dumps({"v": 7}).encode(),
+    "missing_field": json.dumps({"v": 1, "gateway_id": "gw-bad"}).encode(),
+}
+
+
+def test_each_malformed_class_is_dead_lettered_with_its_reason_and_ingest_keeps_going(
+    stack: Stack, registry: psycopg.Connection, ingest: IngestService
+) -> None:
+    gw, pw, _ = add_home(registry, stack, "bad")
+    good = readings(gw, 1)[0]
+    doc = json.loads(payloads(gw, [good], 1)[0])
+
+    def variant(**changes: object) -> bytes:
+        d = json.loads(json.dumps(doc))
+        d["observations"][0].update(changes)
+        return json.dumps(d).encode()
+
+    cases = {
+        **MALFORMED,
+        "unknown_kind": variant(kind="glucose"),
+        "wrong_unit": variant(unit="mmHg"),
+        "implausible_value": variant(value=140),
+        "future_time": variant(measured_at="2099-01-01T00:00:00Z"),
+        "oversize": b"{" + b" " * 300_000 + b"}",
+        "gateway_mismatch": json.dumps({**doc, "gateway_id": "gw-someone"}).encode(),
+        "id_mismatch": variant(id="00000000-0000-4000-8000-000000000000"),
+    }
+    c = gateway_client(stack, gw, pw)
+    try:
+        for payload in cases.values():
+            c.publish(f"vv/v1/gw/{gw}/obs", payload)
+        c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, [good], 1)[0])
+    finally:
+        c.close()
+    wait_for(lambda: count_rows(registry, gw)[0] == 1, 10, "the good reading after the bad ones")
+    rows = registry.execute(
+        "SELECT reason_code, reason, payload FROM dead_letters WHERE gateway_id = %s ORDER BY id",
+        (gw,),
+    ).fetchall()
+    by_code = {r[0]: r for r in rows}
+    assert set(by_code) == set(cases)
+    for code, (_, reason, payload) in by_code.items():
+        assert reason.startswith(code + ": "), reason
+        assert bytes(payload) == cases[code], "the raw payload is kept as it came"
+
+
+def test_unknown_gateway_is_dead_lettered_then_stored_after_registration_and_replay(
+    stack: Stack, registry: psycopg.Connection, ingest: IngestService
+) -> None:
+    # The gateway has broker credentials but is not registered with a patient yet.
+    gw, pw, patient = add_home(registry, stack, "late")
+    registry.execute("UPDATE gateways SET patient_id = NULL WHERE id = %s", (gw,))
+    obs = readings(gw, 5)
+    c = gateway_client(stack, gw, pw)
+    try:
+        c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, obs, 5)[0])
+    finally:
+        c.close()
+    wait_for(lambda: registry.execute(
+        "SELECT count(*) FROM dead_letters WHERE gateway_id = %s", (gw,)).fetchone()[0] == 1,
+        10, "the dead letter")  # fmt: skip
+    code = registry.execute(
+        "SELECT reason_code FROM dead_letters WHERE gateway_id = %s", (gw,)
+    ).fetchone()[0]
+    assert code == "gateway_unassigned"
+    assert count_rows(registry, gw) == (0, 0)
+    registry.execute("UPDATE gateways SET patient_id = %s WHERE id = %s", (patient, gw))
+    outcomes = replay(stack.database_url())
+    mine = [o for o in outcomes if o.stored]
+    assert len(mine) >= 1
+    assert count_rows(registry, gw) == (5, 5)
+    left = registry.execute(
+        "SELECT count(*) FROM dead_letters WHERE gateway_id = %s AND replayed_at IS NULL", (gw,)
+    ).fetchone()[0]
+    assert left == 0
