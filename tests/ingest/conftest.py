@@ -21,7 +21,8 @@ T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 
 def ensure_team(conn: psycopg.Connection) -> None:
     conn.execute(
-        "INSERT INTO municipalities (id, name) VALUES ('0999', 'Testkommune') ON CONFLICT DO NOTHING"
+        "INSERT INTO municipalities (id, name) VALUES ('0999', 'Testkommune')"
+        " ON CONFLICT DO NOTHING"
     )
     conn.execute(
         "INSERT INTO acute_teams (id, municipality_id, name) VALUES ('team-test', '0999',"
@@ -45,11 +46,12 @@ def add_home(conn: psycopg.Connection, stack: Stack, name: str) -> tuple[str, st
 
 def readings(gw: str, n: int, *, start: int = 0, kind: Kind = Kind.SPO2) -> list[Observation]:
     s = KIND_SPECS[kind]
+    span = int(s.plausible_max - s.plausible_min)
     out = []
     for i in range(start, start + n):
         at = T0 + timedelta(seconds=37 * i)
         out.append(Observation.create(
-            gateway_id=gw, kind=kind, value=round(s.plausible_min + (i * 7919) % int(s.plausible_max - s.plausible_min), 1),
+            gateway_id=gw, kind=kind, value=s.plausible_min + (i * 7919) % span,
             unit=s.unit, measured_at=at, received_at=at + timedelta(seconds=1),
             device=DeviceRef(address="00:11:22:33:44:55", model="PO-60", serial="1"),
         ))  # fmt: skip
