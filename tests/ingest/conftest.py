@@ -79,7 +79,7 @@ def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def registry(stack: Stack) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.database_url(), autocommit=True) as conn:
         yield conn
