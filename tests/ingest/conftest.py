@@ -44,12 +44,14 @@ def add_home(conn: psycopg.Connection, stack: Stack, name: str) -> tuple[str, st
     return gw, password, patient
 
 
-def readings(gw: str, n: int, *, start: int = 0, kind: Kind = Kind.SPO2) -> list[Observation]:
+def readings(
+    gw: str, n: int, *, start: int = 0, kind: Kind = Kind.SPO2, t0: datetime = T0
+) -> list[Observation]:
     s = KIND_SPECS[kind]
     span = int(s.plausible_max - s.plausible_min)
     out = []
     for i in range(start, start + n):
-        at = T0 + timedelta(seconds=37 * i)
+        at = t0 + timedelta(seconds=37 * i)
         out.append(Observation.create(
             gateway_id=gw, kind=kind, value=s.plausible_min + (i * 7919) % span,
             unit=s.unit, measured_at=at, received_at=at + timedelta(seconds=1),

@@ -89,12 +89,13 @@ def test_stable_readings_scatter_around_baseline(sim: SimData, kind: Kind) -> No
         _within(float(res[m].std()) / expected, 1.0, 0.08, f"{kind} {model} residual sd")
 
 
-def _session_pairs(sim: SimData, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a and b from the same patient, day and session (morning or evening)."""
+def _session_pairs(sim: SimData, a: np.ndarray, b: np.ndarray, *, same_session: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a and b from the same patient and day (and session: morning or evening)."""
     def keyed(rows: np.ndarray) -> dict[tuple[int, int, bool], int]:
         idx = np.flatnonzero(rows)
-        keys = zip(sim.pidx[idx].tolist(), sim.day[idx].tolist(),
-                   (sim.local_min[idx] > 900).tolist(), strict=True)
+        session = (sim.local_min[idx] > 900) if same_session else np.zeros(idx.size, bool)
+        keys = zip(sim.pidx[idx].tolist(), sim.day[idx].tolist(), session.tolist(), strict=True)
         return dict(zip(keys, idx.tolist(), strict=True))
 
     ka, kb = keyed(a), keyed(b)
@@ -122,9 +123,8 @@ def test_morning_blood_pressure_surge(sim: SimData) -> None:
     """Morning and evening systolic of the same day differ by the daily rhythm; what is left
     is device noise of two readings."""
     sys_ = sim.kind(Kind.BP_SYSTOLIC) & sim.clean
-    morning, evening = _session_pairs(sim, sys_ & (sim.local_min < 720), sys_)
-    keep = sim.local_min[evening] > 900
-    morning, evening = morning[keep], evening[keep]
+    morning, evening = _session_pairs(sim, sys_ & (sim.local_min < 720),
+                                      sys_ & (sim.local_min > 900), same_session=False)
     assert morning.size > 1000
     diff = sim.table.value[morning] - sim.table.value[evening]
     rhythm = (diurnal_offset(Kind.BP_SYSTOLIC, sim.local_min[morning] / 60)
@@ -253,7 +253,7 @@ def test_measuring_times_follow_the_schedule(sim: SimData) -> None:
 
 
 @pytest.mark.parametrize("spec", P.events, ids=lambda s: s.type.value)
-def test_event_frequency(sim: SimData, spec) -> None:  # noqa: ANN001
+def test_event_frequency(sim: SimData, spec) -> None:
     events = sim.events_of(spec.type.value)
     at_risk_s = 0.0
     for p in sim.patients:
@@ -270,7 +270,7 @@ def test_event_frequency(sim: SimData, spec) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("spec", P.events, ids=lambda s: s.type.value)
-def test_event_timing_and_magnitude_labels(sim: SimData, spec) -> None:  # noqa: ANN001
+def test_event_timing_and_magnitude_labels(sim: SimData, spec) -> None:
     events = sim.events_of(spec.type.value)
     for e in events:
         assert e.evident_at is not None
@@ -313,7 +313,7 @@ def test_no_readings_while_admitted(sim: SimData) -> None:
         assert not inside.any(), e.event_id
 
 
-def _event_windows(sim: SimData, e, kind: Kind):  # noqa: ANN001, ANN202
+def _event_windows(sim: SimData, e, kind: Kind):
     """(pre-onset rows, late build-up rows) of one event's patient and kind, artefacts out."""
     on, ev = e.onset.timestamp(), e.evident_at.timestamp()
     rows = (sim.pidx == int(e.patient_id[5:]) - 1) & sim.kind(kind) & ~sim.artefact
@@ -426,13 +426,13 @@ ARTEFACT_FLAGS = {
 }
 
 
-def _artefact_rows(sim: SimData, e, kind: Kind) -> np.ndarray:  # noqa: ANN001
+def _artefact_rows(sim: SimData, e, kind: Kind) -> np.ndarray:
     rows = (sim.table.device_address == e.device_address) & sim.kind(kind)
     return np.flatnonzero(rows & (np.floor(sim.t) == e.onset.timestamp()))
 
 
 @pytest.mark.parametrize("spec", P.artefacts, ids=lambda s: s.type.value)
-def test_artefacts_rate_flags_and_values(sim: SimData, spec) -> None:  # noqa: ANN001
+def test_artefacts_rate_flags_and_values(sim: SimData, spec) -> None:
     events = sim.events_of(spec.type.value)
     kind = spec.effects[0].kind
     device_rows = sim.kind(kind) & np.isin(
