@@ -631,7 +631,7 @@ def draw_profile(rng: np.random.Generator, index: int, group: Group, days: int,
 
 
 @dataclass(frozen=True, slots=True)
-class _Episode:
+class Episode:
     type: EventType
     onset_s: float
     evident_s: float
@@ -641,9 +641,9 @@ class _Episode:
 
 
 def draw_episodes(rng: np.random.Generator, group: Group, calendar: Calendar,
-                  params: SimParams = DEFAULT_PARAMS) -> list[_Episode]:
+                  params: SimParams = DEFAULT_PARAMS) -> list[Episode]:
     """Clinical events: per type a Poisson process over the time not already in such an event."""
-    out: list[_Episode] = []
+    out: list[Episode] = []
     for spec in params.events:
         if group not in spec.groups or spec.rate_per_year <= 0:
             continue
@@ -664,7 +664,7 @@ def draw_episodes(rng: np.random.Generator, group: Group, calendar: Calendar,
             onset = calendar.origin_s + round(t * DAY_S)
             evident = onset + round(build * DAY_S)
             end = evident + round(after * DAY_S)
-            out.append(_Episode(spec.type, onset, evident, end, admitted, tuple(effects)))
+            out.append(Episode(spec.type, onset, evident, end, admitted, tuple(effects)))
             t = (end - calendar.origin_s) / DAY_S
     return out
 
@@ -724,7 +724,7 @@ def simulate_patient(seed: int, index: int, calendar: Calendar, *, group: Group 
     episodes = draw_episodes(e_rng, grp, calendar, params)
     dayvar = _day_variation(v_rng, calendar.days, params)
 
-    # Sessions: (day, local minute) on measuring days, outside hospital stays.
+    # Sessions: (day, local minute) on measuring days before the patient stops.
     adh, sch = params.adherence, params.schedule
     missed = draw_missed_days(a_rng, calendar.days, prof.miss_fraction, adh.miss_run_continuation)
     days = np.flatnonzero(~missed)
@@ -741,12 +741,7 @@ def simulate_patient(seed: int, index: int, calendar: Calendar, *, group: Group 
     s_day = np.concatenate(sess_day)
     s_min = np.clip(np.concatenate(sess_min), 300, 1380)
     s_eve = np.concatenate(sess_eve)
-    s_t = calendar.day_start_s[s_day] + s_min * 60
-    keep = np.ones(s_day.size, bool)
-    for ep in episodes:
-        if ep.admitted:
-            keep &= ~((s_t >= ep.evident_s) & (s_t < ep.end_s))
-    s_day, s_min, s_eve = s_day[keep], s_min[keep], s_eve[keep]
+    stays = [(ep.evident_s, ep.end_s) for ep in episodes if ep.admitted]
 
     blocks: list[_Block] = []
     art_events: list[_Artefact] = []
@@ -758,6 +753,10 @@ def simulate_patient(seed: int, index: int, calendar: Calendar, *, group: Group 
         day, minute = s_day[use], s_min[use] + m.session_offset_min
         minute = minute + r_rng.normal(0, sch.device_gap_sd_min, minute.size)
         t_s = (calendar.day_start_s[day] + np.round(minute * 60)).astype(np.int64)
+        home = np.ones(t_s.size, bool)
+        for admitted_s, discharged_s in stays:  # no readings from hospital
+            home &= (t_s < admitted_s) | (t_s >= discharged_s)
+        day, minute, t_s = day[home], minute[home], t_s[home]
         hour = minute / 60
         n = t_s.size
         vals: dict[Kind, np.ndarray] = {}
@@ -872,7 +871,7 @@ def _utc(t_s: float) -> datetime:
     return datetime.fromtimestamp(round(t_s), UTC)
 
 
-def _events(prof: PatientProfile, episodes: Sequence[_Episode],
+def _events(prof: PatientProfile, episodes: Sequence[Episode],
             artefacts: Sequence[_Artefact]) -> tuple[Event, ...]:
     out = []
     for ep in episodes:

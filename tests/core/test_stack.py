@@ -50,7 +50,7 @@ def _insert(db: psycopg.Connection, obs_id: uuid.UUID, at: datetime, value: floa
     cur = db.execute(
         "INSERT INTO observations (id, measured_at, received_at, patient_id, gateway_id,"
         " device_address, kind, value, unit)"
-        " VALUES (%s, %s, %s, 'p-dup', 'gw-dup', 'AA', 'spo2', %s, '%%')"
+        " VALUES (%s, %s, %s, 'p-core-dup', 'gw-core-dup', 'AA', 'spo2', %s, '%%')"
         " ON CONFLICT DO NOTHING",
         (obs_id, at, at, value),
     )

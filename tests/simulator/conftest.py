@@ -43,6 +43,8 @@ class SimData:
     baseline: np.ndarray  # row -> the patient's baseline of the row's kind (nan for bp_mean)
     artefact: np.ndarray  # row -> its reading is a labelled artefact
     in_event: np.ndarray  # row -> inside a clinical event of its patient (onset .. end + 2 d)
+    row_of: dict[tuple[str, int, str], int]  # (device address, measured second, kind) -> row
+    patient_rows: tuple[np.ndarray, ...]  # patient index -> its rows, in measured order
 
     def kind(self, kind: Kind) -> np.ndarray:
         return self.table.kind == kind.value
@@ -87,15 +89,18 @@ def analyse(path: Path) -> SimData:
     # Artefact readings are labelled with their device and measured second.
     marks = {(e.device_address, int(e.onset.timestamp())) for e in cohort.events if not e.clinical}
     t_int = np.floor(t).astype(np.int64)
-    pairs = zip(table.device_address.tolist(), t_int.tolist(), strict=True)
-    artefact = np.array([pair in marks for pair in pairs], dtype=bool)
+    addresses, seconds = table.device_address.tolist(), t_int.tolist()
+    artefact = np.array([pair in marks for pair in zip(addresses, seconds, strict=True)], bool)
+    row_of = {key: i for i, key in enumerate(zip(addresses, seconds, table.kind.tolist(),
+                                                  strict=True))}
     in_event = np.zeros(len(table), bool)
     for e in cohort.events:
         if e.clinical:
             rows = pidx == index[e.patient_id]
             in_event |= rows & (t >= e.onset.timestamp()) & (t < e.end.timestamp() + 2 * 86400)
     return SimData(path, info, cohort.patients, cohort.events, table, calendar, pidx, t, day,
-                   local_min, baseline, artefact, in_event)
+                   local_min, baseline, artefact, in_event, row_of,
+                   tuple(np.flatnonzero(pidx == p.index) for p in cohort.patients))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,10 @@ import pytest
 from simulator.physiology import (
     DEFAULT_PARAMS,
     STATE_KINDS,
+    ArtefactSpec,
     DeviceType,
+    Event,
+    EventSpec,
     EventType,
     Group,
     diurnal_offset,
@@ -253,7 +256,7 @@ def test_measuring_times_follow_the_schedule(sim: SimData) -> None:
 
 
 @pytest.mark.parametrize("spec", P.events, ids=lambda s: s.type.value)
-def test_event_frequency(sim: SimData, spec) -> None:
+def test_event_frequency(sim: SimData, spec: EventSpec) -> None:
     events = sim.events_of(spec.type.value)
     at_risk_s = 0.0
     for p in sim.patients:
@@ -270,7 +273,7 @@ def test_event_frequency(sim: SimData, spec) -> None:
 
 
 @pytest.mark.parametrize("spec", P.events, ids=lambda s: s.type.value)
-def test_event_timing_and_magnitude_labels(sim: SimData, spec) -> None:
+def test_event_timing_and_magnitude_labels(sim: SimData, spec: EventSpec) -> None:
     events = sim.events_of(spec.type.value)
     for e in events:
         assert e.evident_at is not None
@@ -308,18 +311,20 @@ def test_no_readings_while_admitted(sim: SimData) -> None:
     admitted = [e for e in sim.events if e.admitted]
     assert len(admitted) > 20
     for e in admitted:
-        rows = sim.pidx == int(e.patient_id[5:]) - 1
-        inside = rows & (sim.t >= e.evident_at.timestamp()) & (sim.t < e.end.timestamp())
+        t = sim.t[sim.patient_rows[int(e.patient_id[5:]) - 1]]
+        inside = (t >= e.evident_at.timestamp()) & (t < e.end.timestamp())
         assert not inside.any(), e.event_id
 
 
-def _event_windows(sim: SimData, e, kind: Kind):
-    """(pre-onset rows, late build-up rows) of one event's patient and kind, artefacts out."""
+def _event_windows(sim: SimData, e: Event, kind: Kind) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (pre-onset, late build-up) of one event's patient and kind, artefacts out."""
     on, ev = e.onset.timestamp(), e.evident_at.timestamp()
-    rows = (sim.pidx == int(e.patient_id[5:]) - 1) & sim.kind(kind) & ~sim.artefact
-    rows &= sim.table.flags == ""
-    pre = rows & (sim.t < on) & (sim.t >= on - 21 * DAY) & ~sim.in_event
-    late = rows & (sim.t >= on + 0.5 * (ev - on)) & (sim.t < ev)
+    rows = sim.patient_rows[int(e.patient_id[5:]) - 1]
+    rows = rows[(sim.table.kind[rows] == kind.value) & ~sim.artefact[rows]
+                & (sim.table.flags[rows] == "")]
+    t = sim.t[rows]
+    pre = rows[(t < on) & (t >= on - 21 * DAY) & ~sim.in_event[rows]]
+    late = rows[(t >= on + 0.5 * (ev - on)) & (t < ev)]
     return pre, late
 
 
@@ -344,7 +349,7 @@ def test_effect_size_against_own_baseline(sim: SimData, typ: EventType, kind: Ki
         if delta is None:
             continue
         pre, late = _event_windows(sim, e, kind)
-        if pre.sum() < 3 or late.sum() < 1:
+        if pre.size < 3 or late.size < 1:
             continue
         shift = sim.table.value[late].mean() - np.median(sim.table.value[pre])
         share = effect_profile(sim.t[late], e.onset.timestamp(), e.evident_at.timestamp(),
@@ -363,7 +368,7 @@ def test_exacerbation_spo2_drop_is_two_to_six_points(sim: SimData) -> None:
     drops = []
     for e in sim.events_of(EventType.COPD_EXACERBATION.value):
         pre, late = _event_windows(sim, e, Kind.SPO2)
-        if pre.sum() < 3 or late.sum() < 2:
+        if pre.size < 3 or late.size < 2:
             continue
         share = effect_profile(sim.t[late], e.onset.timestamp(), e.evident_at.timestamp(),
                                e.end.timestamp(), e.admitted).mean()
@@ -377,9 +382,9 @@ def test_decompensation_weight_gain_is_one_to_five_kg(sim: SimData) -> None:
     gains = []
     for e in sim.events_of(EventType.HF_DECOMPENSATION.value):
         pre, late = _event_windows(sim, e, Kind.WEIGHT)
-        if pre.sum() < 3 or late.sum() < 1:
+        if pre.size < 3 or late.size < 1:
             continue
-        last = np.flatnonzero(late)[-1]
+        last = late[-1]
         share = effect_profile(sim.t[[last]], e.onset.timestamp(), e.evident_at.timestamp(),
                                e.end.timestamp(), e.admitted)[0]
         gains.append((sim.table.value[last] - np.median(sim.table.value[pre])) / share)
@@ -400,18 +405,21 @@ def test_every_measured_event_shows_in_the_readings(sim: SimData) -> None:
             continue
         for kind, delta in e.effects:
             pre, late = _event_windows(sim, e, kind)
-            if pre.sum() < 3 or late.sum() < 1:
+            if pre.size < 3 or late.size < 1:
                 continue
             share = effect_profile(sim.t[late], e.onset.timestamp(), e.evident_at.timestamp(),
                                    e.end.timestamp(), e.admitted).mean()
-            se = noise[kind] * math.sqrt(1 / late.sum() + 1.6 / pre.sum())
+            # Day-to-day variation is autocorrelated: it does not average out over the few
+            # late days, so it enters whole.
+            se = math.sqrt(P.day_variation[kind].sd ** 2
+                           + noise[kind] ** 2 * (1 / late.size + 1.6 / pre.size))
             if abs(delta * share) < 3 * se:
                 continue
             checked += 1
             shift = sim.table.value[late].mean() - np.median(sim.table.value[pre])
             if shift * np.sign(delta) < abs(delta * share) / 4:
                 missing.append((e.event_id, kind.value, delta, round(float(shift), 2)))
-    assert checked > 150
+    assert checked > 50, checked
     assert not missing, missing
 
 
@@ -426,13 +434,12 @@ ARTEFACT_FLAGS = {
 }
 
 
-def _artefact_rows(sim: SimData, e, kind: Kind) -> np.ndarray:
-    rows = (sim.table.device_address == e.device_address) & sim.kind(kind)
-    return np.flatnonzero(rows & (np.floor(sim.t) == e.onset.timestamp()))
+def _artefact_row(sim: SimData, e: Event, kind: Kind) -> int:
+    return sim.row_of[(e.device_address or "", int(e.onset.timestamp()), kind.value)]
 
 
 @pytest.mark.parametrize("spec", P.artefacts, ids=lambda s: s.type.value)
-def test_artefacts_rate_flags_and_values(sim: SimData, spec) -> None:
+def test_artefacts_rate_flags_and_values(sim: SimData, spec: ArtefactSpec) -> None:
     events = sim.events_of(spec.type.value)
     kind = spec.effects[0].kind
     device_rows = sim.kind(kind) & np.isin(
@@ -442,11 +449,12 @@ def test_artefacts_rate_flags_and_values(sim: SimData, spec) -> None:
     _within(len(events) / readings, spec.probability, 4 * math.sqrt(spec.probability / readings)
             + 0.003, f"{spec.type} rate")
     errors = []
+    res = sim.residual()
     for e in events:
-        (row,) = _artefact_rows(sim, e, kind)
+        row = _artefact_row(sim, e, kind)
         assert sim.table.flags[row] == ARTEFACT_FLAGS[spec.type], e.event_id
-        errors.append(sim.table.value[row] - sim.baseline[row] - dict(e.effects)[kind])
-    # What is left after the labelled error is the patient's ordinary scatter around baseline.
+        errors.append(res[row] - dict(e.effects)[kind])
+    # Left after the labelled error: the patient's ordinary scatter around baseline and rhythm.
     _within(float(np.mean(errors)), 0.0, 1.0 if kind is not Kind.WEIGHT else 0.3,
             f"{spec.type} value minus baseline minus labelled error")
     flagged = sim.table.flags != ""
@@ -459,7 +467,7 @@ def test_oximeter_artefacts_read_falsely_low(sim: SimData) -> None:
     drops = []
     for typ in (EventType.OXIMETER_MOTION, EventType.OXIMETER_LOW_PERFUSION):
         for e in sim.events_of(typ.value):
-            (row,) = _artefact_rows(sim, e, Kind.SPO2)
+            row = _artefact_row(sim, e, Kind.SPO2)
             drops.append(sim.baseline[row] - sim.table.value[row])
     assert np.mean(drops) > 5
     assert np.mean(np.array(drops) > 0) > 0.9
@@ -471,7 +479,7 @@ def test_another_person_on_the_scale(sim: SimData) -> None:
     users = {d.address: d.user_ids for p in sim.patients for d in p.devices}
     flagged = 0
     for e in events:
-        (row,) = _artefact_rows(sim, e, Kind.WEIGHT)
+        row = _artefact_row(sim, e, Kind.WEIGHT)
         assert abs(sim.table.value[row] - sim.baseline[row]) >= P.household.min_difference_kg - 2.5
         expect = "other_user" if users[e.device_address] else ""
         assert sim.table.flags[row] == expect, e.event_id
