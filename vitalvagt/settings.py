@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr | None = None
     # Container deployments: service user -> MQTT password, for `vitalvagt broker config`.
     broker_service_passwords: dict[str, SecretStr] = Field(default_factory=dict)
+    # Home gateway (tablet)
+    gateway_id: str | None = None  # also its MQTT user name
+    gateway_dir: Path | None = None  # outbox and pairing list; default <state_dir>/gateway
+    gateway_tz: str = "Europe/Copenhagen"  # zone of the devices' clocks
+    outbox_max_mb: int = 200
+    ble_transport: str = "native"  # native (BlueZ/Android via bleak) or bumble[:<hci spec>]
     log_level: str = "INFO"
 
 
