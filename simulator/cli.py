@@ -91,6 +91,63 @@ def _add_cohort(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cohort)
 
 
+def _fleet(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+    from datetime import timedelta
+
+    from simulator.cohort import CohortSpec, GroupChoice, write_cohort
+    from simulator.fleet import FleetStats, run_fleet
+    from vitalvagt.stack import Stack, database_url, mqtt_endpoint
+
+    url = database_url(settings)
+    ep = mqtt_endpoint(settings, "vv-sim")  # only the broker address; homes use their own users
+    with tempfile.TemporaryDirectory(prefix="vv-fleet-") as tmp:
+        cohort_dir = args.cohort
+        if cohort_dir is None:
+            start = args.start or date.today() - timedelta(days=args.days)
+            spec = CohortSpec(args.homes, args.days, args.seed, start, GroupChoice.MIXED)
+            cohort_dir = write_cohort(tmp, spec, overwrite=True).path
+            print(f"generated {args.homes} homes x {args.days} days from {start}, seed {args.seed}")
+
+        def progress(st: FleetStats) -> None:
+            print(f"fleet: {st.messages_acked}/{st.messages_published} messages acknowledged,"
+                  f" {st.readings_acked} readings", flush=True)
+
+        stats = run_fleet(
+            database_url=url, host=ep.host, port=ep.port, cohort_dir=str(cohort_dir),
+            speed=args.speed, max_connections=args.max_connections, progress=progress,
+            on_provisioned=(Stack(settings).sync_broker_users
+                            if settings.database_url is None else None),
+        )  # fmt: skip
+    print(f"fleet done: {stats.homes} homes, {stats.readings_acked} readings in"
+          f" {stats.messages_acked} messages acknowledged by the broker")
+    return 0
+
+
+def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fleet",
+        help="publish simulated homes over MQTT to a running hub",
+        description="Provision a patient and a gateway per simulated home, then publish each "
+        "home's readings over MQTT with its own credentials, accelerated by --speed and never "
+        "ahead of the real clock. Needs the database and broker (the embedded stack, or "
+        "VV_DATABASE_URL and VV_MQTT_HOST/PORT); after provisioning, the embedded broker is "
+        "reloaded, a container broker needs `broker config` and a SIGHUP.",
+    )
+    p.add_argument("--homes", type=_positive, default=20, metavar="N", help="number of homes")
+    p.add_argument("--days", type=_positive, default=14, metavar="D", help="days of readings")
+    p.add_argument("--seed", type=_seed, default=1, metavar="S", help="cohort seed")
+    p.add_argument("--start", type=_date, default=None, metavar="YYYY-MM-DD",
+                   help="first day (default: D days before today, so the replay ends now)")
+    p.add_argument("--speed", type=float, default=1440.0,
+                   help="simulated seconds per real second (default 1440: a day a minute)")
+    p.add_argument("--cohort", type=Path, default=None, metavar="DIR",
+                   help="publish this cohort directory instead of generating one")
+    p.add_argument("--max-connections", type=_positive, default=200,
+                   help="homes connected at once (each home connects when readings are due)")
+    p.set_defaults(handler=_fleet)
+
+
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``vitalvagt simulate`` and its subcommands to the top-level parser."""
     simulate = subparsers.add_parser(
@@ -102,3 +159,4 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     sub = simulate.add_subparsers(dest="simulate_command", required=True, metavar="SUBCOMMAND")
     _add_cohort(sub)
+    _add_fleet(sub)

@@ -35,6 +35,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DB_NAME = "vitalvagt"
 DB_USER = "vitalvagt"
 SERVICE_USERS = ("vv-ingest", "vv-alerts", "vv-api", "vv-sim")
+PROBE_USER = "vv-probe"  # no ACL rights; proves that the broker loaded the password file
 
 
 class StackError(VitalvagtError):
@@ -132,6 +133,7 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.paths = StackPaths(settings.state_dir.resolve())
+        self._probe_password = secrets.token_urlsafe(12)
 
     # --- secrets -----------------------------------------------------------------------
     def secrets(self) -> dict[str, str]:
@@ -349,7 +351,10 @@ class Stack:
         p.mq_acl.write_text(acl_text())
         sec = self.secrets()
         p.mq_passwd.write_text(
-            password_lines({u: sec[u] for u in SERVICE_USERS}, gateway_hashes or {})
+            password_lines(
+                {u: sec[u] for u in SERVICE_USERS} | {PROBE_USER: self._probe_password},
+                gateway_hashes or {},
+            )
         )
         os.chmod(p.mq_passwd, 0o600)
         self._own(p.mq, "mosquitto")
@@ -400,10 +405,38 @@ class Stack:
         """Rewrite the broker's password file from the database's gateways, then reload."""
         from vitalvagt.db.gateways import gateway_credential_hashes
 
+        self._probe_password = secrets.token_urlsafe(12)
         self.write_broker_files(gateway_credential_hashes(self.database_url()))
         if start:
             self._mq_start()
         self.reload_broker()
+        self._wait_reloaded()
+
+    def _wait_reloaded(self, timeout_s: float = 10.0) -> None:
+        """SIGHUP is handled asynchronously: wait until the broker accepts this sync's probe
+        password, so that a gateway provisioned just now is not refused."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vv-probe")
+            client.username_pw_set(PROBE_USER, self._probe_password)
+            try:
+                client.connect(self.settings.host, self.settings.mqtt_port, keepalive=5)
+                for _ in range(50):
+                    client.loop(timeout=0.02)
+                    if client.is_connected():
+                        return
+            except OSError:
+                pass
+            finally:
+                client.disconnect()
+                client.loop(timeout=0)
+                client.socket() and client.socket().close()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        raise StackError(f"mosquitto did not load its new password file within {timeout_s:.0f}s;"
+                         f" see {self.paths.mq_log}")
 
     def down(self) -> None:
         pid = self.mq_pid()

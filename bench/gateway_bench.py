@@ -1,0 +1,370 @@
+"""Gateway benchmark: outbox replay rate against bare paho, and resident memory with devices.
+
+Run: .venv/bin/python bench/gateway_bench.py [--readings 100000] [--rss-seconds 20]
+
+Starts its own embedded stack (PostgreSQL + mosquitto) in a temporary directory on free
+ports, provisions a gateway, and stops and deletes everything at the end.
+
+(a) Replay: an outbox filled with N readings (a tablet back online after days away) is
+    drained by ``Publisher`` until every reading is acknowledged and removed. The baseline,
+    measured in the same run against the same broker: bare paho publishing the SAME message
+    payloads (same batches of ``batch_size`` readings, QoS 1, same in-flight window), timed
+    until every PUBACK arrived. Both include connecting. Rounds alternate; the best counts.
+(b) Memory: the gateway process (`vitalvagt gateway run`) with five emulated devices
+    connected and measuring every second. The devices run in this process and reach the
+    gateway's bumble central over TCP HCI, so the child's RSS (VmRSS from /proc) is the
+    gateway alone. For comparison: `vitalvagt gateway run --emulated` (gateway, devices and
+    their controllers in one process), and a process that only imports the gateway's modules.
+
+No assertions on time or memory: this prints figures with their conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.cli import measure_round, pair_emulated
+from gateway.outbox import Outbox
+from gateway.publisher import BrokerConfig, Publisher, batch_payload
+from vitalvagt.db.gateways import provision_gateway
+from vitalvagt.kinds import Kind
+from vitalvagt.observation import DeviceRef, Observation
+from vitalvagt.settings import Settings
+from vitalvagt.stack import Stack
+from vitalvagt.wire import obs_topic
+
+GATEWAY_ID = "gw-bench-1"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- (a) replay
+
+
+def fill(outbox: Outbox, n: int) -> None:
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    device = DeviceRef(address="D1:56:56:22:00:02", model="SIM-1", serial="0002")
+    chunk: list[Observation] = []
+    for i in range(n):
+        at = t0 + timedelta(seconds=i)
+        chunk.append(
+            Observation.create(
+                gateway_id=GATEWAY_ID,
+                kind=Kind.SPO2,
+                value=90 + i % 10,
+                unit="%",
+                measured_at=at,
+                received_at=at,
+                device=device,
+            )
+        )
+        if len(chunk) == 10_000:
+            outbox.add(chunk)
+            chunk = []
+    outbox.add(chunk)
+
+
+async def replay_publisher(cfg: BrokerConfig, path: Path) -> tuple[float, int]:
+    """Seconds until the Publisher drained the outbox; messages it sent."""
+    with Outbox(path) as outbox:
+        start = time.perf_counter()
+        async with Publisher(cfg, outbox) as pub:
+            while outbox.stats().pending:
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - start
+            return elapsed, pub.published_messages
+
+
+def replay_bare(cfg: BrokerConfig, payloads: list[bytes]) -> float:
+    """Seconds for bare paho to publish the same payloads, QoS 1, same window, all acked."""
+    done = threading.Event()
+    connected = threading.Event()
+    acked = 0
+
+    def on_connect(*_a: object) -> None:
+        connected.set()
+
+    def on_publish(*_a: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(payloads):
+            done.set()
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="vv-bench-bare", protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(cfg.gateway_id, cfg.password)
+    client.max_inflight_messages_set(cfg.max_inflight)
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    start = time.perf_counter()
+    client.connect_async(cfg.host, cfg.port)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError("bare paho: no CONNACK")
+        topic = obs_topic(cfg.gateway_id)
+        for payload in payloads:
+            client.publish(topic, payload, qos=1)  # paho holds what exceeds the window
+        if not done.wait(300):
+            raise RuntimeError(f"bare paho: {acked} of {len(payloads)} acknowledged")
+        return time.perf_counter() - start
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def bench_replay(cfg: BrokerConfig, work: Path, n: int, rounds: int) -> None:
+    print(
+        f"\n(a) outbox replay: {n:,} readings, batches of {cfg.batch_size}, QoS 1, "
+        f"in-flight window {cfg.max_inflight} messages, mosquitto on 127.0.0.1 "
+        "(persistence on, no subscriber)"
+    )
+    template = work / "template.db"
+    start = time.perf_counter()
+    with Outbox(template, max_bytes=2**40) as outbox:
+        fill(outbox, n)
+        rows = outbox.peek(n)
+        size = outbox.stats().bytes
+    print(
+        f"  filled the outbox in {time.perf_counter() - start:.1f} s "
+        f"({size / 1e6:.1f} MB of observation JSON)"
+    )
+    now = datetime.now(UTC)
+    payloads = [
+        batch_payload(cfg.gateway_id, [r.payload for r in rows[i : i + cfg.batch_size]], now)
+        for i in range(0, len(rows), cfg.batch_size)
+    ]
+    best_pub, best_bare = float("inf"), float("inf")
+    for r in range(rounds):
+        copy = work / f"replay-{r}.db"
+        shutil.copy(template, copy)
+        for suffix in ("-wal", "-shm"):
+            if Path(f"{template}{suffix}").exists():
+                shutil.copy(f"{template}{suffix}", f"{copy}{suffix}")
+        bare_s = replay_bare(cfg, payloads)
+        pub_s, messages = asyncio.run(replay_publisher(cfg, copy))
+        best_pub, best_bare = min(best_pub, pub_s), min(best_bare, bare_s)
+        print(
+            f"  round {r + 1}: Publisher {pub_s:6.2f} s ({messages} messages)   "
+            f"bare paho {bare_s:6.2f} s ({len(payloads)} messages)"
+        )
+    for name, secs, msgs in (
+        ("Publisher (outbox -> broker, removed)", best_pub, len(payloads)),
+        ("bare paho (same payloads)", best_bare, len(payloads)),
+    ):
+        print(f"  {name:<38} {n / secs:10,.0f} readings/s {msgs / secs:9,.0f} messages/s")
+    print(f"  replay / bare: {best_bare / best_pub:.0%} (target >= 50 %)")
+
+
+# --------------------------------------------------------------------------- (b) memory
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def child_env(base: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VV_")}
+    return {**env, "PYTHONWARNINGS": "ignore", "VV_LOG_LEVEL": "WARNING", **base}
+
+
+async def sample(proc: asyncio.subprocess.Process, seconds: float) -> tuple[int, int]:
+    """(peak, last) RSS in kB over ``seconds``."""
+    peak = last = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.returncode is None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            last = rss_kb(proc.pid)
+            peak = max(peak, last)
+        await asyncio.sleep(0.5)
+    return peak, last
+
+
+async def stop(proc: asyncio.subprocess.Process) -> str:
+    if proc.returncode is None:
+        proc.terminate()
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return out.decode(errors="replace")
+
+
+async def bench_memory_split(env: dict[str, str], work: Path, seconds: float) -> None:
+    from simulator.ble_devices import Home, standard_devices
+
+    zone = ZoneInfo("Europe/Copenhagen")
+    gw_dir = work / "gw-rss"
+    async with Home(standard_devices()) as home:
+        spec = await home.link.serve_hci_tcp()
+        pair_emulated(Settings(gateway_dir=gw_dir), home)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "vitalvagt.cli",
+            "gateway",
+            "run",
+            cwd=ROOT,
+            env=child_env(
+                {**env, "VV_GATEWAY_DIR": str(gw_dir), "VV_BLE_TRANSPORT": f"bumble:{spec}"}
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with asyncio.timeout(30):
+                while not all(d.subscribed() for d in home.devices):
+                    await asyncio.sleep(0.1)
+            connected = time.monotonic()
+            rng = random.Random(1)
+
+            async def measure() -> int:
+                sent = 0
+                while True:
+                    sent += await measure_round(home, zone, rng)
+                    await asyncio.sleep(1.0)
+
+            task = asyncio.create_task(measure())
+            peak, last = await sample(proc, seconds)
+            task.cancel()
+            connected_s = time.monotonic() - connected
+            values = sum(len(d.sent) for d in home.devices)
+        finally:
+            out = await stop(proc)
+    print(
+        f"  gateway process alone (devices in another process, TCP HCI): peak "
+        f"{peak / 1024:.1f} MB, last {last / 1024:.1f} MB; 5 devices connected for "
+        f"{connected_s:.0f} s, {values} values delivered by the devices"
+    )
+    tail = [line for line in out.splitlines() if "stopping" in line]
+    if tail:
+        print(f"    {tail[-1].strip()}")
+
+
+async def bench_memory_emulated(env: dict[str, str], work: Path, seconds: float) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vitalvagt.cli",
+        "gateway",
+        "run",
+        "--emulated",
+        "--measure-every-s",
+        "1",
+        cwd=ROOT,
+        env=child_env({**env, "VV_GATEWAY_DIR": str(work / "gw-emulated")}),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        peak, last = await sample(proc, seconds)
+    finally:
+        out = await stop(proc)
+    print(
+        f"  `gateway run --emulated` (gateway + 5 emulated devices in one process): peak "
+        f"{peak / 1024:.1f} MB, last {last / 1024:.1f} MB over {seconds:g} s"
+    )
+    tail = [line for line in out.splitlines() if "stopping" in line]
+    if tail:
+        print(f"    {tail[-1].strip()}")
+
+
+def bench_memory_imports() -> None:
+    code = (
+        "import gateway.app, gateway.ble, gateway.ble_bumble, bleak, bleak_retry_connector, "
+        "paho.mqtt.client\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    print(f"  a process that only imports the gateway's modules: {int(out.stdout) / 1024:.1f} MB")
+
+
+def bench_memory(env: dict[str, str], work: Path, seconds: float) -> None:
+    print(
+        f"\n(b) resident memory (VmRSS), devices measuring every second, sampled every "
+        f"0.5 s for {seconds:g} s (target <= 80 MB)"
+    )
+    asyncio.run(bench_memory_split(env, work, seconds))
+    asyncio.run(bench_memory_emulated(env, work, seconds))
+    bench_memory_imports()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=100_000, help="outbox size (100,000)")
+    parser.add_argument("--rounds", type=int, default=2, help="replay rounds (2)")
+    parser.add_argument("--batch-size", type=int, default=100, help="readings per message")
+    parser.add_argument("--max-inflight", type=int, default=1000, help="in-flight window")
+    parser.add_argument("--rss-seconds", type=float, default=20.0, help="memory sampling time")
+    args = parser.parse_args(argv)
+
+    print(
+        f"gateway bench; Python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
+    state = Path(tempfile.mkdtemp(prefix="vv-bench-stack-", dir="/tmp"))
+    os.chmod(state, 0o755)  # the postgres and mosquitto users must reach it
+    settings = Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port())
+    stack = Stack(settings)
+    try:
+        stack.up()
+        with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+            password = provision_gateway(conn, GATEWAY_ID)
+        stack.sync_broker_users()
+        cfg = BrokerConfig(
+            host="127.0.0.1",
+            port=settings.mqtt_port,
+            gateway_id=GATEWAY_ID,
+            password=password,
+            batch_size=args.batch_size,
+            max_inflight=args.max_inflight,
+        )
+        with tempfile.TemporaryDirectory(prefix="vv-bench-") as tmp:
+            work = Path(tmp)
+            bench_replay(cfg, work, args.readings, args.rounds)
+            env = {
+                "VV_STATE_DIR": str(state),
+                "VV_PG_PORT": str(settings.pg_port),
+                "VV_MQTT_PORT": str(settings.mqtt_port),
+                "VV_GATEWAY_ID": GATEWAY_ID,
+                "VV_MQTT_PASSWORD": password,
+            }
+            bench_memory(env, work, args.rss_seconds)
+    finally:
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

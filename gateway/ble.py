@@ -1,0 +1,657 @@
+"""The BLE manager: keeps every paired device connected and turns its values into readings.
+
+One supervised task per paired device (``BleManager``):
+
+1. wait until the device advertises (one shared ``BleakScanner``, running only while some
+   device is waited for: ``AdvertisementWatcher``);
+2. connect with bleak-retry-connector's ``establish_connection`` (bleak's 20 s connect
+   time-out, a few attempts, all inside an outer safety time-out), pairing first when the
+   device needs a bond;
+3. read Device Information once (kept in the pairing list), Battery when offered, set the
+   device clock through Current Time 0x2A2B when present, then subscribe to every
+   measurement characteristic the gateway can decode (indications and notifications);
+4. on each value: decode with the device's profile, build the observations, write them to
+   the outbox (durably, inside the callback, so that on bumble the indication is confirmed
+   only after the fsync) and wake the publisher;
+5. wait for the link to drop, then back to 1. Failures back off with ``vitalvagt.retry.Backoff``.
+
+Nothing a device sends stops the gateway: an undecodable value is logged with the device
+address, counted and kept (``PairingList.undecodable``); any other failure in handling a
+value is logged and counted too.
+
+Duplicates: an indication whose confirmation was lost comes again after the reconnection.
+Its observations have the same stable id (same device, kind and device time), so the outbox
+ignores them (INSERT OR IGNORE on the id), and a recent-id memory keeps them from being
+published twice when the first copy already left the outbox. A re-sent reading WITHOUT
+device time would get a new receive time and so a new id: the first value on a new link that
+repeats the last indicated value of the previous link within ``REDELIVERY_WINDOW`` reuses the
+earlier receive time.
+
+Only bleak's public API is used (``BleakScanner``/``BleakClient`` with ``backend=``), so the
+same code runs on BlueZ, Android and the bumble emulation; ``gateway.ble_bumble`` is imported
+only when ``VV_BLE_TRANSPORT`` asks for bumble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import struct
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
+from typing import Any, Self
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.exc import BleakError
+from bleak.uuids import normalize_uuid_16
+from bleak_retry_connector import BLEAK_SAFETY_TIMEOUT, establish_connection
+
+from gateway.decoders import DECODERS, DecodedReading, decode, normalize_uuid
+from gateway.errors import DecodeError, GatewayError
+from gateway.outbox import Outbox
+from gateway.pairing import PairedDevice, PairingList, normalize_address
+from vitalvagt.observation import DeviceRef, Observation, TimeSource
+from vitalvagt.quality import Flag
+from vitalvagt.retry import Backoff
+from vitalvagt.wire import MAX_FUTURE
+
+log = logging.getLogger(__name__)
+
+Backends = tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]
+
+DEVICE_INFORMATION = {
+    "manufacturer": normalize_uuid_16(0x2A29),
+    "model": normalize_uuid_16(0x2A24),
+    "serial": normalize_uuid_16(0x2A25),
+    "firmware": normalize_uuid_16(0x2A26),
+}
+BATTERY_LEVEL = normalize_uuid_16(0x2A19)
+CURRENT_TIME = normalize_uuid_16(0x2A2B)
+# Current Time adjust reason: bit 1, "external reference time update" (the tablet's NTP clock).
+CURRENT_TIME_ADJUST_REASON = 0x02
+
+# A device clock further ahead than this would be refused by the hub (wire.MAX_FUTURE, with
+# room for the tablet's own clock error); one further behind was never set or was reset.
+CLOCK_AHEAD_LIMIT = MAX_FUTURE / 2
+CLOCK_BEHIND_LIMIT = timedelta(days=366)
+REDELIVERY_WINDOW = timedelta(seconds=60)
+RECENT_IDS = 4096
+CONNECT_ATTEMPTS = 2
+SETUP_TIMEOUT_S = 60.0  # reading info, setting the clock and subscribing, on a slow link
+DISCONNECT_TIMEOUT_S = 10.0
+INFO_TEXT_MAX = 128  # DeviceRef's limit for model and serial
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def current_time_value(now: datetime, zone: tzinfo) -> bytes:
+    """Current Time 0x2A2B: Exact Time 256 in the devices' zone plus the adjust reason."""
+    local = now.astimezone(zone)
+    return struct.pack(
+        "<HBBBBBBBB",
+        local.year,
+        local.month,
+        local.day,
+        local.hour,
+        local.minute,
+        local.second,
+        local.isoweekday(),  # 1 Monday .. 7 Sunday, as the specification numbers them
+        local.microsecond * 256 // 1_000_000,
+        CURRENT_TIME_ADJUST_REASON,
+    )
+
+
+def device_time_to_utc(device_time: datetime, zone: tzinfo) -> datetime:
+    """A device's naive local time in ``zone`` as UTC.
+
+    In the autumn hour that occurs twice the first occurrence is taken (fold=0; the device
+    cannot say which); a spring time that does not exist is read with the offset before the
+    change, as zoneinfo does.
+    """
+    return device_time.replace(tzinfo=zone).astimezone(UTC)
+
+
+def to_observations(
+    reading: DecodedReading,
+    *,
+    gateway_id: str,
+    device: DeviceRef,
+    zone: tzinfo,
+    received_at: datetime,
+    user_id: int | None = None,
+    reading_id: uuid.UUID | None = None,
+    fallback_time: datetime | None = None,
+) -> list[Observation]:
+    """The observations of one decoded reading; its parts share one ``reading_id``.
+
+    Time: the device's clock in ``zone``, converted to UTC. Without a device time the
+    gateway's receive time (or ``fallback_time``, the receive time of an earlier copy) is
+    used with ``TimeSource.GATEWAY`` and ``Flag.DEVICE_TIME_MISSING``; a device time too far
+    ahead or behind the gateway's clock is replaced the same way with
+    ``Flag.DEVICE_CLOCK_CORRECTED``. A reading from another user slot than the patient's
+    (``user_id``) gets ``Flag.OTHER_USER``.
+    """
+    extra: list[Flag] = []
+    source = TimeSource.DEVICE
+    gateway_time = fallback_time or received_at
+    if reading.device_time is None:
+        measured_at, source = gateway_time, TimeSource.GATEWAY
+        extra.append(Flag.DEVICE_TIME_MISSING)
+    else:
+        measured_at = device_time_to_utc(reading.device_time, zone)
+        offset = measured_at - received_at
+        if offset > CLOCK_AHEAD_LIMIT or -offset > CLOCK_BEHIND_LIMIT:
+            measured_at, source = gateway_time, TimeSource.GATEWAY
+            extra.append(Flag.DEVICE_CLOCK_CORRECTED)
+    if user_id is not None and reading.user_id is not None and reading.user_id != user_id:
+        extra.append(Flag.OTHER_USER)
+    shared = reading_id or uuid.uuid4()
+    return [
+        Observation.create(
+            gateway_id=gateway_id,
+            kind=m.kind,
+            value=m.value,
+            unit=m.unit,
+            measured_at=measured_at,
+            received_at=received_at,
+            device=device,
+            flags=(*m.flags, *extra),
+            time_source=source,
+            reading_id=shared,
+            body_site=m.body_site,
+        )
+        for m in reading.measurements
+    ]
+
+
+# --------------------------------------------------------------------------- connection
+
+
+async def read_device_information(client: BleakClient) -> dict[str, str | None]:
+    """Manufacturer, model, serial and firmware from Device Information (None if absent)."""
+    info: dict[str, str | None] = {}
+    for name, char_uuid in DEVICE_INFORMATION.items():
+        info[name] = None
+        if client.services.get_characteristic(char_uuid) is None:
+            continue
+        try:
+            raw = await client.read_gatt_char(char_uuid)
+        except BleakError as exc:
+            log.warning("%s: device information %s unreadable: %s", client.address, name, exc)
+            continue
+        text = bytes(raw).split(b"\x00", 1)[0].decode("utf-8", errors="replace").strip()
+        info[name] = text[:INFO_TEXT_MAX] or None
+    return info
+
+
+async def connect(
+    ble_device: BLEDevice,
+    client_backend: type[BaseBleakClient] | None,
+    *,
+    name: str | None = None,
+    pair: bool = False,
+    disconnected_callback: Callable[[BleakClient], None] | None = None,
+    attempts: int = CONNECT_ATTEMPTS,
+) -> BleakClient:
+    """A new connected client (bleak-retry-connector), bonding first when ``pair``."""
+    kwargs: dict[str, Any] = {}
+    if client_backend is not None:
+        kwargs["backend"] = client_backend
+    if pair:
+        kwargs["pair"] = True
+    # establish_connection has its own per-attempt time-outs; this one only guards against
+    # a wait that never ends.
+    async with asyncio.timeout(attempts * BLEAK_SAFETY_TIMEOUT + 30):
+        return await establish_connection(
+            BleakClient,
+            ble_device,
+            name or ble_device.address,
+            disconnected_callback=disconnected_callback,
+            max_attempts=attempts,
+            **kwargs,
+        )
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@contextlib.asynccontextmanager
+async def ble_backends(transport: str) -> AsyncIterator[Backends]:
+    """bleak backends for ``VV_BLE_TRANSPORT``: ``native`` is bleak's own (BlueZ, Android)."""
+    if transport.strip().lower() == "native":
+        yield None, None
+        return
+    # Imported here: a tablet without bumble installed never needs it.
+    from gateway.ble_bumble import open_backends
+
+    async with open_backends(transport) as backends:
+        yield backends
+
+
+class AdvertisementWatcher:
+    """One scan shared by every device task; it runs only while some device is awaited."""
+
+    def __init__(self, scanner_backend: type[BaseBleakScanner] | None) -> None:
+        self._backend = scanner_backend
+        self._waiters: dict[str, list[asyncio.Future[BLEDevice]]] = {}
+        self._scanner: BleakScanner | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def scanning(self) -> bool:
+        return self._scanner is not None
+
+    async def wait_for(self, address: str) -> BLEDevice:
+        """The device as soon as it advertises (no time-out: a cuff may sleep for days)."""
+        key = address.upper()
+        future: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(future)
+        try:
+            await self._update()
+            return await future
+        finally:
+            waiters = self._waiters.get(key, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(key, None)
+            await self._update()
+
+    def _on_detection(self, device: BLEDevice, _adv: AdvertisementData) -> None:
+        for future in self._waiters.get(device.address.upper(), ()):
+            if not future.done():
+                future.set_result(device)
+
+    async def _update(self) -> None:
+        async with self._lock:
+            if self._waiters and self._scanner is None:
+                scanner = BleakScanner(self._on_detection, backend=self._backend)
+                await scanner.start()
+                self._scanner = scanner
+            elif not self._waiters and self._scanner is not None:
+                scanner, self._scanner = self._scanner, None
+                try:
+                    await scanner.stop()
+                except BleakError as exc:
+                    log.warning("scanner: stopping failed: %s", exc)
+
+    async def close(self) -> None:
+        for waiters in self._waiters.values():
+            for future in waiters:
+                future.cancel()
+        self._waiters.clear()
+        await self._update()
+
+
+# --------------------------------------------------------------------------- manager
+
+
+@dataclass
+class DeviceStats:
+    """Counters per device, for logs, tests and metrics."""
+
+    connections: int = 0
+    connect_failures: int = 0
+    readings: int = 0  # readings newly stored in the outbox
+    observations: int = 0
+    duplicates: int = 0  # readings received again and ignored
+    decode_errors: int = 0
+    errors: int = 0  # other failures while handling a value
+    clock_writes: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class _LastValue:
+    data: bytes
+    measured_at: datetime
+    link: int
+
+
+@dataclass
+class _Device:
+    entry: PairedDevice
+    stats: DeviceStats = field(default_factory=DeviceStats)
+    task: asyncio.Task[None] | None = None
+    link: int = 0  # connection number, to tell a redelivery on a new link
+    connected: bool = False
+    last_indicated: dict[str, _LastValue] = field(default_factory=dict)
+
+
+class BleManager:
+    """Async context manager: ``async with BleManager(...) as ble`` keeps the devices read."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        pairing: PairingList,
+        outbox: Outbox,
+        backends: Backends,
+        zone: tzinfo,
+        on_stored: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = _utc_now,
+        backoff: Callable[[], Backoff] = lambda: Backoff(initial_s=1.0, max_s=60.0),
+        connect_attempts: int = CONNECT_ATTEMPTS,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self._pairing = pairing
+        self._outbox = outbox
+        self._scanner_backend, self._client_backend = backends
+        self._zone = zone
+        self._on_stored = on_stored
+        self._clock = clock
+        self._new_backoff = backoff
+        self._connect_attempts = connect_attempts
+        self._devices: dict[str, _Device] = {}
+        self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._watcher: AdvertisementWatcher | None = None
+        self.decode_errors = 0
+
+    # --- life cycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._watcher = AdvertisementWatcher(self._scanner_backend)
+        self.reload()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        tasks = [d.task for d in self._devices.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for device in self._devices.values():
+            device.task = None
+        if self._watcher is not None:
+            await self._watcher.close()
+            self._watcher = None
+
+    def reload(self) -> None:
+        """Read the pairing list again: start new devices, stop removed ones, apply changes."""
+        entries = {d.address: d for d in self._pairing.devices()}
+        for address in list(self._devices):
+            if address not in entries:
+                device = self._devices.pop(address)
+                if device.task is not None:
+                    device.task.cancel()
+                log.info("%s: removed from the pairing list, no longer read", address)
+        for address, entry in entries.items():
+            device = self._devices.get(address)
+            if device is None:
+                device = self._devices[address] = _Device(entry)
+            else:
+                device.entry = entry  # profile, user id and bonding apply from now on
+            if self._watcher is not None and (device.task is None or device.task.done()):
+                device.task = asyncio.create_task(self._supervise(device), name=f"ble-{address}")
+
+    # --- state ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, DeviceStats]:
+        return {address: d.stats for address, d in self._devices.items()}
+
+    def connected(self, address: str) -> bool:
+        device = self._devices.get(normalize_address(address))
+        return device is not None and device.connected
+
+    # --- per-device supervision -------------------------------------------------------------
+    async def _supervise(self, device: _Device) -> None:
+        """Connect, read, reconnect: forever. Logs and carries on after every failure."""
+        backoff = self._new_backoff()
+        address = device.entry.address
+        assert self._watcher is not None
+        while True:
+            try:
+                ble_device = await self._watcher.wait_for(address)
+                await self._session(device, ble_device, backoff)
+                continue  # the device went away after a good session: wait for it again
+            except Exception as exc:
+                device.stats.connect_failures += 1
+                device.stats.last_error = f"{type(exc).__name__}: {exc}"
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: connection failed (%s); retrying in %.1f s (attempt %d)",
+                    address,
+                    device.stats.last_error,
+                    delay,
+                    backoff.attempts,
+                )
+            await asyncio.sleep(delay)
+
+    async def _session(self, device: _Device, ble_device: BLEDevice, backoff: Backoff) -> None:
+        entry = device.entry
+        loop = asyncio.get_running_loop()
+        lost = asyncio.Event()
+
+        def on_disconnect(_client: BleakClient) -> None:
+            # Some platforms call back from their own thread.
+            loop.call_soon_threadsafe(lost.set)
+
+        client = await connect(
+            ble_device,
+            self._client_backend,
+            name=entry.name,
+            pair=entry.requires_bonding,
+            disconnected_callback=on_disconnect,
+            attempts=self._connect_attempts,
+        )
+        device.link += 1
+        device.stats.connections += 1
+        try:
+            async with asyncio.timeout(SETUP_TIMEOUT_S):
+                subscribed = await self._setup(device, client)
+            device.connected = True
+            backoff.reset()
+            log.info(
+                "%s: connected (link %d), reading %s",
+                entry.address,
+                device.link,
+                ", ".join(subscribed),
+            )
+            await lost.wait()
+            log.info("%s: disconnected; waiting for it to advertise again", entry.address)
+        finally:
+            device.connected = False
+            with contextlib.suppress(sqlite3.Error):
+                self._pairing.seen(entry.address, self._clock())
+            if client.is_connected:
+                with contextlib.suppress(BleakError, GatewayError, TimeoutError):
+                    async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                        await client.disconnect()
+
+    async def _setup(self, device: _Device, client: BleakClient) -> list[str]:
+        address = device.entry.address
+        services = client.services
+        if not device.entry.info_read:
+            info = await read_device_information(client)
+            self._pairing.set_info(address, **info)
+            device.entry = replace(device.entry, **info)
+        battery = None
+        if services.get_characteristic(BATTERY_LEVEL) is not None:
+            try:
+                value = await client.read_gatt_char(BATTERY_LEVEL)
+                battery = value[0] if value else None
+            except BleakError as exc:
+                log.warning("%s: battery level unreadable: %s", address, exc)
+        now = self._clock()
+        self._pairing.seen(address, now, battery_level=battery)
+        device.entry = replace(
+            device.entry,
+            last_seen=now,
+            battery_level=battery if battery is not None else device.entry.battery_level,
+        )
+        if services.get_characteristic(CURRENT_TIME) is not None:
+            try:
+                value = current_time_value(self._clock(), self._zone)
+                await client.write_gatt_char(CURRENT_TIME, value, response=True)
+                device.stats.clock_writes += 1
+            except BleakError as exc:
+                # Readings still carry the device's own time, checked in to_observations.
+                log.warning("%s: could not set the device clock: %s", address, exc)
+        wanted = set(DECODERS)
+        if device.entry.profile is not None:
+            from gateway.profiles import PROFILES
+
+            profile = PROFILES.get(device.entry.profile)
+            if profile is not None:
+                wanted |= set(profile.decoders)
+        subscribed = []
+        for service in services:
+            for char in service.characteristics:
+                key = normalize_uuid(char.uuid)
+                if key not in wanted or not {"notify", "indicate"} & set(char.properties):
+                    continue
+                indicated = "indicate" in char.properties
+                await client.start_notify(
+                    char, partial(self._on_notify, device, key, device.link, indicated)
+                )
+                subscribed.append(key)
+        if not subscribed:
+            raise GatewayError(
+                f"{address}: offers none of the measurement characteristics the gateway reads "
+                f"({', '.join(sorted(wanted))}); check the device type and profile"
+            )
+        return subscribed
+
+    def _on_notify(
+        self,
+        device: _Device,
+        key: str,
+        link: int,
+        indicated: bool,
+        _sender: BleakGATTCharacteristic,
+        data: bytearray,
+    ) -> None:
+        self.handle_value(device.entry.address, key, data, link=link, indicated=indicated)
+
+    # --- values ---------------------------------------------------------------------------
+    def handle_value(
+        self,
+        address: str,
+        characteristic: str,
+        data: bytes | bytearray,
+        *,
+        link: int = 0,
+        indicated: bool = True,
+    ) -> int:
+        """Decode one value and store its observations; returns how many were new.
+
+        Never raises for anything a device sends: failures are logged and counted.
+        """
+        address = normalize_address(address)
+        device = self._devices.get(address)
+        if device is None:
+            log.warning("%s: value from a device not in the pairing list, ignored", address)
+            return 0
+        received_at = self._clock()
+        raw = bytes(data)
+        entry = device.entry
+        try:
+            reading = decode(characteristic, raw, entry.profile)
+        except DecodeError as exc:
+            device.stats.decode_errors += 1
+            self.decode_errors += 1
+            log.warning(
+                "%s: cannot decode a %s value of %d bytes (%s); kept for "
+                "`vitalvagt gateway devices --undecodable`",
+                address,
+                characteristic,
+                len(raw),
+                exc,
+            )
+            try:
+                self._pairing.record_undecodable(
+                    address, characteristic, raw, str(exc), received_at
+                )
+            except sqlite3.Error as db_exc:
+                log.error("%s: could not keep the undecodable value: %s", address, db_exc)
+            return 0
+        try:
+            fallback = None
+            if indicated and reading.device_time is None:
+                fallback = self._redelivered_at(device, characteristic, raw, link, received_at)
+            observations = to_observations(
+                reading,
+                gateway_id=self.gateway_id,
+                device=DeviceRef(address=address, model=entry.model, serial=entry.serial),
+                zone=self._zone,
+                received_at=received_at,
+                user_id=entry.user_id,
+                fallback_time=fallback,
+            )
+            return self._store(device, reading, observations)
+        except Exception as exc:
+            device.stats.errors += 1
+            device.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s: failed to store a %s reading", address, characteristic)
+            return 0
+
+    def _redelivered_at(
+        self, device: _Device, characteristic: str, raw: bytes, link: int, received_at: datetime
+    ) -> datetime | None:
+        """The earlier receive time if this value repeats the last one of the previous link."""
+        last = device.last_indicated.get(characteristic)
+        if (
+            last is not None
+            and last.data == raw
+            and last.link != link
+            and received_at - last.measured_at <= REDELIVERY_WINDOW
+        ):
+            # Now seen on this link: an equal value later on it is a new measurement.
+            last.link = link
+            return last.measured_at
+        device.last_indicated[characteristic] = _LastValue(raw, received_at, link)
+        return None
+
+    def _store(
+        self, device: _Device, reading: DecodedReading, observations: list[Observation]
+    ) -> int:
+        address = device.entry.address
+        fresh = [o for o in observations if o.id not in self._recent]
+        added = self._outbox.add(fresh) if fresh else 0  # durable before anything else
+        for obs in fresh:
+            self._recent[obs.id] = None
+        while len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+        if not added:
+            device.stats.duplicates += 1
+            log.info(
+                "%s: %s reading received again (redelivered after a link drop); ignored",
+                address,
+                reading.characteristic,
+            )
+            return 0
+        device.stats.readings += 1
+        device.stats.observations += added
+        self._on_stored()
+        first = observations[0]
+        if Flag.DEVICE_CLOCK_CORRECTED in first.flags:
+            log.warning(
+                "%s: device clock says %s, far from the gateway's; receive time used",
+                address,
+                reading.device_time,
+            )
+        log.info(
+            "%s: stored %s reading %s (%d observations, time from %s)",
+            address,
+            reading.characteristic,
+            first.reading_id,
+            added,
+            first.time_source.value,
+        )
+        return added

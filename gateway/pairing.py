@@ -1,0 +1,322 @@
+"""The home's pairing list: which Bluetooth devices this gateway reads, in SQLite.
+
+It lives in ``pairing.db`` in the gateway directory (``VV_GATEWAY_DIR``, default
+``<VV_STATE_DIR>/gateway``), beside the outbox. A row per device: its address and type
+(which health service it offers), the name it advertised, what its Device Information
+service said (read once, on the first connection), the quirk profile chosen by the
+operator, whether it needs bonding, the patient's user slot on scales and cuffs (a reading
+from another slot gets ``Flag.OTHER_USER``), when it was last seen and its battery level.
+
+A second table keeps the last values the gateway could not decode, so that
+``vitalvagt gateway devices --undecodable`` can hand them to ``vitalvagt gateway decode``.
+
+Several processes may open the file at once (the running gateway and a CLI command): WAL
+mode, short transactions, a busy time-out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import GatewayError
+from vitalvagt.settings import Settings
+
+PAIRING_FILE = "pairing.db"
+UNDECODABLE_KEEP = 200  # raw values kept for debugging; older ones are deleted
+
+
+def gateway_dir(settings: Settings) -> Path:
+    """Where the outbox, pairing list and notices live."""
+    return settings.gateway_dir or settings.state_dir / "gateway"
+
+
+class DeviceType(StrEnum):
+    BP = "bp"
+    OXIMETER = "oximeter"
+    SCALE = "scale"
+    THERMOMETER = "thermometer"
+    HR = "hr"
+
+
+# The health service each type advertises (reference section 2).
+SERVICE_UUIDS: dict[DeviceType, int] = {
+    DeviceType.BP: 0x1810,
+    DeviceType.OXIMETER: 0x1822,
+    DeviceType.SCALE: 0x181D,
+    DeviceType.THERMOMETER: 0x1809,
+    DeviceType.HR: 0x180D,
+}
+
+
+def service_uuid(kind: DeviceType) -> str:
+    """The 128-bit form bleak uses for service UUIDs."""
+    return f"0000{SERVICE_UUIDS[kind]:04x}-0000-1000-8000-00805f9b34fb"
+
+
+def type_for_services(uuids: list[str]) -> DeviceType | None:
+    """The device type whose health service is among the advertised ``uuids``."""
+    wanted = {u.lower() for u in uuids}
+    for kind in DeviceType:
+        if service_uuid(kind) in wanted:
+            return kind
+    return None
+
+
+def normalize_address(address: str) -> str:
+    text = address.strip().upper().replace("-", ":")
+    if not text:
+        raise GatewayError("device address is empty")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDevice:
+    address: str
+    type: DeviceType
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+    profile: str | None = None  # gateway/profiles.py name for a model that deviates
+    requires_bonding: bool = False
+    user_id: int | None = None  # the patient's user slot on a scale or cuff
+    paired_at: datetime | None = None
+    last_seen: datetime | None = None
+    battery_level: int | None = None
+
+    @property
+    def info_read(self) -> bool:
+        return any((self.manufacturer, self.model, self.serial, self.firmware))
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    at: datetime
+    address: str
+    characteristic: str
+    data: bytes
+    error: str
+
+
+_COLUMNS = (
+    "address, type, name, manufacturer, model, serial, firmware, profile, requires_bonding,"
+    " user_id, paired_at, last_seen, battery_level"
+)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _row(row: tuple[Any, ...]) -> PairedDevice:
+    (
+        address,
+        kind,
+        name,
+        manufacturer,
+        model,
+        serial,
+        firmware,
+        profile,
+        bonding,
+        user_id,
+        paired_at,
+        last_seen,
+        battery,
+    ) = row
+    return PairedDevice(
+        address,
+        DeviceType(kind),
+        name,
+        manufacturer,
+        model,
+        serial,
+        firmware,
+        profile,
+        bool(bonding),
+        user_id,
+        _time(paired_at),
+        _time(last_seen),
+        battery,
+    )
+
+
+class PairingList:
+    """The pairing list in SQLite; a context manager (``with PairingList(path) as pl``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> PairingList:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS devices (
+                address          TEXT PRIMARY KEY,
+                type             TEXT NOT NULL,
+                name             TEXT,
+                manufacturer     TEXT,
+                model            TEXT,
+                serial           TEXT,
+                firmware         TEXT,
+                profile          TEXT,
+                requires_bonding INTEGER NOT NULL DEFAULT 0,
+                user_id          INTEGER,
+                paired_at        TEXT NOT NULL,
+                last_seen        TEXT,
+                battery_level    INTEGER
+            );
+            CREATE TABLE IF NOT EXISTS undecodable (
+                id             INTEGER PRIMARY KEY AUTOINCREMENT,
+                at             TEXT NOT NULL,
+                address        TEXT NOT NULL,
+                characteristic TEXT NOT NULL,
+                data           BLOB NOT NULL,
+                error          TEXT NOT NULL
+            );
+            """
+        )
+        self._db = db
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> PairingList:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError(f"pairing list {self.path} is not open")
+        return self._db
+
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self.db.execute(sql, args)
+
+    # --- devices --------------------------------------------------------------------------
+    def add(
+        self,
+        address: str,
+        kind: DeviceType | str,
+        *,
+        name: str | None = None,
+        profile: str | None = None,
+        user_id: int | None = None,
+        requires_bonding: bool = False,
+        now: datetime | None = None,
+    ) -> PairedDevice:
+        """Pair a device, or update how an already paired one is read (its info is kept)."""
+        address = normalize_address(address)
+        try:
+            kind = DeviceType(kind)
+        except ValueError:
+            known = ", ".join(k.value for k in DeviceType)
+            raise GatewayError(f"device type {kind!r} is not one of {known}") from None
+        if profile is not None:
+            from gateway.profiles import PROFILES
+
+            if profile not in PROFILES:
+                known = ", ".join(sorted(PROFILES)) or "none"
+                raise GatewayError(f"unknown device profile {profile!r} (known: {known})")
+        if user_id is not None and not 0 <= user_id < 0xFF:
+            raise GatewayError(f"user id {user_id} must be 0-254 (255 means 'unknown user')")
+        stamp = (now or datetime.now(UTC)).isoformat()
+        self._execute(
+            "INSERT INTO devices (address, type, name, profile, requires_bonding, user_id,"
+            " paired_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (address) DO UPDATE SET type = excluded.type,"
+            " name = coalesce(excluded.name, devices.name), profile = excluded.profile,"
+            " requires_bonding = excluded.requires_bonding, user_id = excluded.user_id",
+            (address, kind.value, name, profile, int(requires_bonding), user_id, stamp),
+        )
+        device = self.get(address)
+        assert device is not None
+        return device
+
+    def remove(self, address: str) -> bool:
+        cur = self._execute("DELETE FROM devices WHERE address = ?", (normalize_address(address),))
+        return cur.rowcount > 0
+
+    def get(self, address: str) -> PairedDevice | None:
+        row = self._execute(
+            f"SELECT {_COLUMNS} FROM devices WHERE address = ?", (normalize_address(address),)
+        ).fetchone()
+        return None if row is None else _row(row)
+
+    def devices(self) -> list[PairedDevice]:
+        rows = self._execute(f"SELECT {_COLUMNS} FROM devices ORDER BY paired_at, address")
+        return [_row(r) for r in rows.fetchall()]
+
+    def set_info(
+        self,
+        address: str,
+        *,
+        manufacturer: str | None,
+        model: str | None,
+        serial: str | None,
+        firmware: str | None,
+    ) -> None:
+        """What Device Information said (read once per device)."""
+        self._execute(
+            "UPDATE devices SET manufacturer = ?, model = ?, serial = ?, firmware = ?"
+            " WHERE address = ?",
+            (manufacturer, model, serial, firmware, normalize_address(address)),
+        )
+
+    def seen(self, address: str, at: datetime, *, battery_level: int | None = None) -> None:
+        self._execute(
+            "UPDATE devices SET last_seen = ?, battery_level = coalesce(?, battery_level)"
+            " WHERE address = ?",
+            (at.astimezone(UTC).isoformat(), battery_level, normalize_address(address)),
+        )
+
+    # --- values that could not be decoded -------------------------------------------------
+    def record_undecodable(
+        self, address: str, characteristic: str, data: bytes, error: str, at: datetime
+    ) -> None:
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO undecodable (at, address, characteristic, data, error)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (at.astimezone(UTC).isoformat(), address, characteristic, data, error),
+                )
+                db.execute(
+                    "DELETE FROM undecodable WHERE id <= (SELECT max(id) FROM undecodable) - ?",
+                    (UNDECODABLE_KEEP,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def undecodable(self, limit: int = 20) -> list[Undecodable]:
+        rows = self._execute(
+            "SELECT at, address, characteristic, data, error FROM undecodable"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            Undecodable(datetime.fromisoformat(r[0]), r[1], r[2], bytes(r[3]), r[4]) for r in rows
+        ]

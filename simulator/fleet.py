@@ -1,0 +1,274 @@
+"""Fleets of simulated homes publishing over MQTT, each with its own gateway credentials.
+
+A fleet is a cohort (simulator/cohort.py) replayed against a running hub: every home gets a
+patient and a gateway provisioned in the database (re-keyed on each run), connects to the
+broker as that gateway, and publishes its batches when they are due on the fleet's clock.
+
+The clock runs ``speed`` times faster than real time from the cohort's start and never
+passes the real present, so the hub never sees a reading from the future: with the default
+start (``days`` before today) the fleet first replays the past at speed, then carries on in
+real time. Many paho clients share a few worker threads, each driving its clients' network
+loops itself, so a thousand homes do not need a thousand threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator.cohort import Home, PatientRecord
+from simulator.physiology import SimulatorError
+from vitalvagt.db.gateways import provision_gateway
+from vitalvagt.wire import GatewayState, GatewayStatus, encode, obs_topic, status_topic
+
+log = logging.getLogger(__name__)
+
+DEMO_MUNICIPALITY = ("0751", "Aarhus Kommune (simulated)")
+DEMO_TEAM = ("sim-akutteam-aarhus", "Akutteam Aarhus (simulated)", "+45 00 00 00 00")
+MAX_INFLIGHT_PER_HOME = 20
+
+
+def provision_fleet(database_url: str, patients: Sequence[PatientRecord]) -> dict[str, str]:
+    """Register the cohort's patients and gateways; returns gateway id -> new MQTT password."""
+    passwords = {}
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO municipalities (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            DEMO_MUNICIPALITY,
+        )
+        conn.execute(
+            "INSERT INTO acute_teams (id, municipality_id, name, phone) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (DEMO_TEAM[0], DEMO_MUNICIPALITY[0], DEMO_TEAM[1], DEMO_TEAM[2]),
+        )
+        for p in patients:
+            conn.execute(
+                "INSERT INTO patients (id, municipality_id, team_id, patient_group) VALUES"
+                " (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET active = true",
+                (p.patient_id, DEMO_MUNICIPALITY[0], DEMO_TEAM[0], p.group.value),
+            )
+            passwords[p.gateway_id] = provision_gateway(conn, p.gateway_id, patient_id=p.patient_id)
+    return passwords
+
+
+@dataclass
+class _Home:
+    gateway_id: str
+    password: str
+    batches: list[tuple[datetime, bytes, int]]  # (due on the fleet clock, payload, readings)
+    next: int = 0
+    active: bool = False  # a session is running for it
+    announced: bool = False  # the retained "online" status was sent
+    refused: str | None = None
+
+    def due(self, now: datetime) -> bool:
+        return self.next < len(self.batches) and self.batches[self.next][0] <= now
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.batches)
+
+
+@dataclass
+class FleetStats:
+    homes: int = 0
+    messages_published: int = 0
+    messages_acked: int = 0
+    readings_acked: int = 0
+    sessions: int = 0
+    refused_homes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class FleetClock:
+    """Simulated time: ``start`` + ``speed`` x elapsed real time, never past the real now."""
+
+    def __init__(self, start: datetime, speed: float) -> None:
+        self.start, self.speed, self._t0 = start, speed, time.monotonic()
+
+    def now(self) -> datetime:
+        sim = self.start.timestamp() + (time.monotonic() - self._t0) * self.speed
+        return datetime.fromtimestamp(min(sim, time.time()), UTC)
+
+
+class Fleet:
+    """Publishes homes' batches on the fleet clock; ``run()`` returns when all are acknowledged.
+
+    A home connects when it has readings due, publishes them, waits for the broker's
+    acknowledgements and disconnects (as a battery-saving tablet may). At most
+    ``max_connections`` homes are connected at once: Debian's mosquitto serves about 1,000
+    connections (docs/operations.md), and a fleet must not be capped by that.
+    """
+
+    def __init__(
+        self, homes: Sequence[Home], passwords: dict[str, str], *, host: str, port: int,
+        clock: FleetClock, max_connections: int = 200, session_timeout_s: float = 60.0,
+    ) -> None:  # fmt: skip
+        self.host, self.port, self.clock = host, port, clock
+        self.max_connections = max_connections
+        self.session_timeout_s = session_timeout_s
+        self.stats = FleetStats(homes=len(homes))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._homes = [
+            _Home(h.gateway_id, passwords[h.gateway_id],
+                  [(b.sent_at, encode(b), len(b.observations))
+                   for b in h.batches(max_observations=200)])
+            for h in homes
+        ]  # fmt: skip
+
+    def _status(self, gateway_id: str, state: GatewayState) -> bytes:
+        return encode(
+            GatewayStatus(
+                gateway_id=gateway_id,
+                state=state,
+                at=datetime.now(UTC),
+                software="vitalvagt-simulator",
+            )
+        )
+
+    def _count_ack(self, readings: int) -> None:
+        with self._lock:
+            self.stats.messages_acked += 1
+            self.stats.readings_acked += readings
+
+    def _session(self, home: _Home) -> None:
+        """One connection of one home: publish what is due, wait for every PUBACK, leave."""
+        connected = threading.Event()
+        acked = threading.Condition()
+        pending: dict[int, int] = {}  # message id -> readings
+        early: dict[int, bool] = {}  # message id -> success, for a PUBACK that beat publish()
+        outcome: dict[str, str] = {}
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"vv-sim-{home.gateway_id}", protocol=mqtt.MQTTv5
+        )
+        client.username_pw_set(home.gateway_id, home.password)
+        client.will_set(
+            status_topic(home.gateway_id),
+            self._status(home.gateway_id, GatewayState.OFFLINE),
+            1,
+            True,
+        )
+
+        def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+            if getattr(reason, "is_failure", False):
+                outcome["refused"] = str(reason)
+            connected.set()
+
+        def on_publish(_c: mqtt.Client, _u: object, mid: int, reason: object, _p: object) -> None:
+            ok = not getattr(reason, "is_failure", False)
+            with acked:
+                n = pending.pop(mid, None)
+                if n is None:  # acknowledged before publish() returned its message id
+                    early[mid] = ok
+                elif ok:
+                    self._count_ack(n)
+                acked.notify_all()
+
+        client.on_connect, client.on_publish = on_connect, on_publish
+        try:
+            client.connect_async(self.host, self.port, keepalive=60)
+            client.loop_start()
+            if not connected.wait(self.session_timeout_s) or "refused" in outcome:
+                home.refused = outcome.get("refused", "no CONNACK from the broker")
+                return
+            if not home.announced:
+                client.publish(
+                    status_topic(home.gateway_id),
+                    self._status(home.gateway_id, GatewayState.ONLINE),
+                    1,
+                    True,
+                )
+                home.announced = True
+            while home.due(self.clock.now()) and not self._stop.is_set():
+                _, payload, n = home.batches[home.next]
+                with acked:
+                    if not acked.wait_for(
+                        lambda: len(pending) < MAX_INFLIGHT_PER_HOME, self.session_timeout_s
+                    ):
+                        home.refused = "no PUBACK from the broker in time"
+                        return
+                # Not under `acked`: paho may hold its own lock while calling on_publish.
+                info = client.publish(obs_topic(home.gateway_id), payload, qos=1)
+                with acked:
+                    ok = early.pop(info.mid, None)
+                    if ok is None:
+                        pending[info.mid] = n
+                    elif ok:
+                        self._count_ack(n)
+                home.next += 1
+                with self._lock:
+                    self.stats.messages_published += 1
+            with acked:
+                if not acked.wait_for(lambda: not pending, self.session_timeout_s):
+                    home.refused = "no PUBACK from the broker in time"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            with self._lock:
+                self.stats.sessions += 1
+            home.active = False
+
+    def run(self, *, progress: Callable[[FleetStats], None] | None = None) -> FleetStats:
+        last_report = time.monotonic()
+        with ThreadPoolExecutor(self.max_connections, thread_name_prefix="fleet") as pool:
+            while not self._stop.is_set():
+                now = self.clock.now()
+                for home in self._homes:
+                    if not home.active and not home.refused and home.due(now):
+                        home.active = True
+                        pool.submit(self._session, home)
+                if all((h.done or h.refused) and not h.active for h in self._homes):
+                    break
+                if progress and time.monotonic() - last_report >= 1.0:
+                    last_report = time.monotonic()
+                    progress(self.stats)
+                self._stop.wait(0.05)
+        self.stats.refused_homes = [h.gateway_id for h in self._homes if h.refused]
+        if progress:
+            progress(self.stats)
+        if self.stats.refused_homes:
+            first = next(h for h in self._homes if h.refused)
+            raise SimulatorError(
+                f"{len(self.stats.refused_homes)} homes could not publish, e.g."
+                f" {first.gateway_id}: {first.refused}"
+            )
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_fleet(
+    *, database_url: str, host: str, port: int, cohort_dir: str, speed: float,
+    progress: Callable[[FleetStats], None] | None = None,
+    on_provisioned: Callable[[], None] | None = None, max_connections: int = 200,
+) -> FleetStats:  # fmt: skip
+    """Provision the cohort's homes and publish them; returns when everything is acknowledged."""
+    from simulator.cohort import iter_homes, read_info, read_patients
+
+    info = read_info(cohort_dir)
+    patients = read_patients(cohort_dir)
+    passwords = provision_fleet(database_url, patients)
+    if on_provisioned:
+        on_provisioned()  # e.g. reload the embedded broker's password file
+    homes = list(iter_homes(cohort_dir))
+    start = datetime(info.start.year, info.start.month, info.start.day, tzinfo=UTC)
+    fleet = Fleet(
+        homes,
+        passwords,
+        host=host,
+        port=port,
+        clock=FleetClock(start, speed),
+        max_connections=max_connections,
+    )
+    return fleet.run(progress=progress)
