@@ -109,7 +109,12 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
             cohort_dir = write_cohort(tmp, spec, overwrite=True).path
             print(f"generated {args.homes} homes x {args.days} days from {start}, seed {args.seed}")
 
+        last: list[int] = [-1]
+
         def progress(st: FleetStats) -> None:
+            if st.messages_acked == last[0]:
+                return
+            last[0] = st.messages_acked
             print(f"fleet: {st.messages_acked}/{st.messages_published} messages acknowledged,"
                   f" {st.readings_acked} readings", flush=True)
 

@@ -29,6 +29,18 @@ def demo_processes(*, homes: int, speed: float) -> list[tuple[str, list[str]]]:
     return [(name, argv) for name, module, argv in wanted if _built(module)]
 
 
+def _summary(database_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        obs, patients, dead = conn.execute(
+            "SELECT (SELECT count(*) FROM observations),"
+            " (SELECT count(DISTINCT patient_id) FROM observations),"
+            " (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL)"
+        ).fetchone()
+    return f"hub: {obs} readings stored for {patients} patients, {dead} dead letters"
+
+
 def run_demo(settings: Settings, *, homes: int, speed: float, duration_s: float | None) -> int:
     stack = Stack(settings)
     stack.up()
@@ -44,7 +56,11 @@ def run_demo(settings: Settings, *, homes: int, speed: float, duration_s: float 
             print(f"starting {name}: {' '.join(argv[2:])}")
             children.append((name, subprocess.Popen(argv)))
         deadline = None if duration_s is None else time.monotonic() + duration_s
+        next_report = time.monotonic() + 10
         while deadline is None or time.monotonic() < deadline:
+            if time.monotonic() >= next_report:
+                next_report += 10
+                print(_summary(stack.database_url()), flush=True)
             for name, child in children:
                 if child.poll() is not None:
                     print(f"{name} stopped with exit code {child.returncode}", file=sys.stderr)
