@@ -1,0 +1,270 @@
+"""Ingest end to end: publishers -> mosquitto -> ingest -> committed rows, against raw baselines.
+
+Run: .venv/bin/python bench/ingest_bench.py [--quick]
+
+Measured in one run, on a private embedded stack (temporary directory, free ports):
+  baseline 1  bare paho publisher -> subscriber, QoS 1, no database (messages/s)
+  baseline 2  bare COPY into the observations hypertable (rows/s)
+  case (a)    one reading per message, end to end (readings/s), against baseline 1
+  case (b)    50 readings per message, end to end (readings/s), target >= 100,000
+  latency     steady 1,000 readings/s for a while: publish-to-commit p50/p99 (target p99 <= 200 ms)
+Ingest runs as its own process (`vitalvagt ingest run`), as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vitalvagt.db.gateways import provision_gateway  # noqa: E402
+from vitalvagt.kinds import Kind  # noqa: E402
+from vitalvagt.observation import DeviceRef, Observation  # noqa: E402
+from vitalvagt.settings import Settings  # noqa: E402
+from vitalvagt.stack import Stack  # noqa: E402
+from vitalvagt.wire import encode, make_batch  # noqa: E402
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+WINDOW = 1000  # QoS 1 messages in flight per publisher
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_payloads(gw: str, readings: int, per_message: int, *, offset_s: int = 0) -> list[bytes]:
+    dev = DeviceRef(address="AA:00:00:00:00:01", model="bench")
+    obs = [
+        Observation.create(
+            gateway_id=gw, kind=Kind.SPO2, value=90 + i % 10, unit="%",
+            measured_at=T0 + timedelta(seconds=offset_s + i), received_at=T0, device=dev,
+        )
+        for i in range(readings)
+    ]  # fmt: skip
+    return [encode(make_batch(gw, obs[i : i + per_message])) for i in range(0, readings, per_message)]
+
+
+def client(port: int, user: str, password: str, cid: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, password)
+    c.max_inflight_messages_set(WINDOW)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def publish_all(c: mqtt.Client, topic: str, payloads: list[bytes]) -> None:
+    """Publish with at most WINDOW unacknowledged, and wait for every PUBACK."""
+    infos: list[mqtt.MQTTMessageInfo] = []
+    for i, p in enumerate(payloads):
+        infos.append(c.publish(topic, p, qos=1))
+        if i >= WINDOW:
+            infos[i - WINDOW].wait_for_publish(60)
+    for info in infos[-WINDOW:]:
+        info.wait_for_publish(60)
+
+
+def baseline_mqtt(stack: Stack, gw: str, pw: str, payloads: list[bytes]) -> float:
+    got = threading.Event()
+    count = [0]
+
+    def on_message(*_: object) -> None:
+        count[0] += 1
+        if count[0] == len(payloads):
+            got.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub", protocol=mqtt.MQTTv5)
+    sub.username_pw_set("vv-ingest", stack.secrets()["vv-ingest"])
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", stack.settings.mqtt_port)
+    sub.subscribe(f"vv/v1/gw/{gw}/obs", qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    pub = client(stack.settings.mqtt_port, gw, pw, "bench-pub-raw")
+    t = time.perf_counter()
+    publish_all(pub, f"vv/v1/gw/{gw}/obs", payloads)
+    got.wait(120)
+    dt = time.perf_counter() - t
+    for c in (pub, sub):
+        c.disconnect()
+        c.loop_stop()
+    return len(payloads) / dt
+
+
+def baseline_copy(database_url: str, rows: int) -> float:
+    cols = ("id, measured_at, received_at, patient_id, gateway_id, device_address, kind, value,"
+            " unit, time_source, flags")
+    data = [
+        (uuid.uuid4(), T0 + timedelta(seconds=i), T0, "bench-copy", "gw-bench-copy", "AA", "spo2",
+         95.0, "%", "device", [])
+        for i in range(rows)
+    ]  # fmt: skip
+    with psycopg.connect(database_url) as conn:
+        t = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY observations ({cols}) FROM STDIN") as copy:
+            for row in data:
+                copy.write_row(row)
+        conn.commit()
+        dt = time.perf_counter() - t
+        conn.execute("DELETE FROM observations WHERE gateway_id = 'gw-bench-copy'")
+        conn.commit()
+    return rows / dt
+
+
+def count(conn: psycopg.Connection, gw: str) -> int:
+    return conn.execute("SELECT count(*) FROM observations WHERE gateway_id = %s", (gw,)).fetchone()[0]
+
+
+def end_to_end(stack: Stack, gw: str, pw: str, payloads: list[bytes], readings: int) -> float:
+    with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+        pub = client(stack.settings.mqtt_port, gw, pw, f"bench-pub-{gw}")
+        t = time.perf_counter()
+        sender = threading.Thread(target=publish_all, args=(pub, f"vv/v1/gw/{gw}/obs", payloads))
+        sender.start()
+        while count(conn, gw) < readings:
+            if time.perf_counter() - t > 300:
+                raise RuntimeError(f"{gw}: only {count(conn, gw)} of {readings} stored in 300 s")
+            time.sleep(0.02)
+        dt = time.perf_counter() - t
+        sender.join()
+        pub.disconnect()
+        pub.loop_stop()
+    return readings / dt
+
+
+def latency(stack: Stack, gw: str, pw: str, rate: int, seconds: int) -> list[float]:
+    """Publish one reading per message at `rate`/s; commit time from LISTEN (NOTIFY at commit)."""
+    payloads = make_payloads(gw, rate * seconds, 1, offset_s=10**6)
+    ids = [Observation.model_validate_json(p[p.index(b"[") + 1 : -2]).id for p in payloads]
+    sent: dict[uuid.UUID, float] = {}
+    committed: dict[uuid.UUID, float] = {}
+    listen = psycopg.connect(stack.database_url(), autocommit=True)
+    listen.execute("LISTEN vv_observations")
+    query = psycopg.connect(stack.database_url(), autocommit=True)
+    stop = threading.Event()
+
+    def watch() -> None:
+        since = datetime(2000, 1, 1, tzinfo=UTC)
+        while not stop.is_set():
+            if select.select([listen.fileno()], [], [], 0.1)[0]:
+                now = time.perf_counter()
+                for _ in listen.notifies(timeout=0):
+                    pass
+                rows = query.execute(
+                    "SELECT id, ingested_at FROM observations WHERE gateway_id = %s"
+                    " AND ingested_at >= %s", (gw, since - timedelta(seconds=5))).fetchall()
+                for oid, at in rows:
+                    committed.setdefault(oid, now)
+                    since = max(since, at)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    pub = client(stack.settings.mqtt_port, gw, pw, f"bench-pub-{gw}")
+    start = time.perf_counter()
+    for i, (p, oid) in enumerate(zip(payloads, ids, strict=True)):
+        due = start + i / rate
+        while (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        sent[oid] = time.perf_counter()
+        pub.publish(f"vv/v1/gw/{gw}/obs", p, qos=1)
+    deadline = time.perf_counter() + 30
+    while len(committed) < len(ids) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    watcher.join()
+    pub.disconnect()
+    pub.loop_stop()
+    listen.close()
+    query.close()
+    return sorted((committed[i] - sent[i]) * 1000 for i in ids if i in committed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    args = ap.parse_args()
+    n_a = 4_000 if args.quick else 20_000
+    n_b = 50_000 if args.quick else 200_000
+    lat_s = 5 if args.quick else 20
+
+    state = Path(tempfile.mkdtemp(prefix="vv-bench-", dir="/tmp"))
+    os.chmod(state, 0o755)
+    stack = Stack(Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port()))
+    stack.up()
+    ingest = None
+    try:
+        with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+            conn.execute("INSERT INTO municipalities VALUES ('0000', 'Bench') ON CONFLICT DO NOTHING")
+            conn.execute("INSERT INTO acute_teams (id, municipality_id, name) VALUES ('bench', '0000',"
+                          " 'Bench') ON CONFLICT DO NOTHING")
+            creds = {}
+            for gw in ("gw-bench-raw", "gw-bench-a", "gw-bench-b", "gw-bench-lat"):
+                conn.execute("INSERT INTO patients (id, municipality_id, team_id, patient_group)"
+                             " VALUES (%s, '0000', 'bench', 'copd')", (f"p-{gw}",))
+                creds[gw] = provision_gateway(conn, gw, patient_id=f"p-{gw}")
+        stack.sync_broker_users()
+        print(f"conditions: {os.cpu_count()} cores; QoS 1, {WINDOW} messages in flight; "
+              f"mosquitto, PostgreSQL 15 + TimescaleDB and ingest on this machine")
+
+        single = make_payloads("gw-bench-raw", n_a, 1)
+        raw_mqtt = baseline_mqtt(stack, "gw-bench-raw", creds["gw-bench-raw"], single)
+        print(f"baseline 1  bare MQTT publisher->subscriber: {raw_mqtt:,.0f} msg/s ({n_a:,} messages)")
+        raw_copy = baseline_copy(stack.database_url(), n_b)
+        print(f"baseline 2  bare COPY into observations:     {raw_copy:,.0f} rows/s ({n_b:,} rows)")
+
+        env = {**os.environ, "VV_STATE_DIR": str(state), "VV_PG_PORT": str(stack.settings.pg_port),
+               "VV_MQTT_PORT": str(stack.settings.mqtt_port), "PYTHONPATH": str(ROOT)}
+        ingest = subprocess.Popen(
+            [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", "bench",
+             "--health-port", "0", "--no-jobs", "--end-session-on-exit"],
+            env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert ingest.stderr is not None
+        for line in ingest.stderr:
+            if "subscribed" in line:
+                break
+        threading.Thread(target=ingest.stderr.read, daemon=True).start()
+
+        a = end_to_end(stack, "gw-bench-a", creds["gw-bench-a"],
+                       make_payloads("gw-bench-a", n_a, 1), n_a)
+        print(f"case (a)    1 reading/message end to end:    {a:,.0f} readings/s "
+              f"= {100 * a / raw_mqtt:.0f} % of bare MQTT (target >= 60 %)")
+        b = end_to_end(stack, "gw-bench-b", creds["gw-bench-b"],
+                       make_payloads("gw-bench-b", n_b, 50), n_b)
+        print(f"case (b)    50 readings/message end to end:  {b:,.0f} readings/s "
+              f"= {100 * b / raw_copy:.0f} % of bare COPY (target >= 100,000/s)")
+        lat = latency(stack, "gw-bench-lat", creds["gw-bench-lat"], 1000, lat_s)
+        if lat:
+            p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+            print(f"latency     1,000 readings/s for {lat_s} s: publish->commit p50 {p50:.0f} ms,"
+                  f" p99 {p99:.0f} ms, max {lat[-1]:.0f} ms ({len(lat):,} readings; target p99 <= 200 ms)")
+    finally:
+        if ingest and ingest.poll() is None:
+            ingest.send_signal(signal.SIGTERM)
+            ingest.wait(30)
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
