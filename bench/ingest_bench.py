@@ -62,7 +62,9 @@ def make_payloads(gw: str, readings: int, per_message: int, *, offset_s: int = 0
         )
         for i in range(readings)
     ]  # fmt: skip
-    return [encode(make_batch(gw, obs[i : i + per_message])) for i in range(0, readings, per_message)]
+    return [
+        encode(make_batch(gw, obs[i : i + per_message])) for i in range(0, readings, per_message)
+    ]
 
 
 def client(port: int, user: str, password: str, cid: str) -> mqtt.Client:
@@ -133,7 +135,8 @@ def baseline_copy(database_url: str, rows: int) -> float:
 
 
 def count(conn: psycopg.Connection, gw: str) -> int:
-    return conn.execute("SELECT count(*) FROM observations WHERE gateway_id = %s", (gw,)).fetchone()[0]
+    sql = "SELECT count(*) FROM observations WHERE gateway_id = %s"
+    return conn.execute(sql, (gw,)).fetchone()[0]
 
 
 def end_to_end(stack: Stack, gw: str, pw: str, payloads: list[bytes], readings: int) -> float:
@@ -215,9 +218,9 @@ def main() -> None:
     ingest = None
     try:
         with psycopg.connect(stack.database_url(), autocommit=True) as conn:
-            conn.execute("INSERT INTO municipalities VALUES ('0000', 'Bench') ON CONFLICT DO NOTHING")
-            conn.execute("INSERT INTO acute_teams (id, municipality_id, name) VALUES ('bench', '0000',"
-                          " 'Bench') ON CONFLICT DO NOTHING")
+            conn.execute("INSERT INTO municipalities VALUES ('0000', 'Bench')")
+            conn.execute("INSERT INTO acute_teams (id, municipality_id, name)"
+                         " VALUES ('bench', '0000', 'Bench')")
             creds = {}
             for gw in ("gw-bench-raw", "gw-bench-a", "gw-bench-b", "gw-bench-lat"):
                 conn.execute("INSERT INTO patients (id, municipality_id, team_id, patient_group)"
@@ -229,7 +232,8 @@ def main() -> None:
 
         single = make_payloads("gw-bench-raw", n_a, 1)
         raw_mqtt = baseline_mqtt(stack, "gw-bench-raw", creds["gw-bench-raw"], single)
-        print(f"baseline 1  bare MQTT publisher->subscriber: {raw_mqtt:,.0f} msg/s ({n_a:,} messages)")
+        print(f"baseline 1  bare MQTT publisher->subscriber: {raw_mqtt:,.0f} msg/s"
+              f" ({n_a:,} messages)")
         raw_copy = baseline_copy(stack.database_url(), n_b)
         print(f"baseline 2  bare COPY into observations:     {raw_copy:,.0f} rows/s ({n_b:,} rows)")
 
@@ -257,7 +261,8 @@ def main() -> None:
         if lat:
             p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
             print(f"latency     1,000 readings/s for {lat_s} s: publish->commit p50 {p50:.0f} ms,"
-                  f" p99 {p99:.0f} ms, max {lat[-1]:.0f} ms ({len(lat):,} readings; target p99 <= 200 ms)")
+                  f" p99 {p99:.0f} ms, max {lat[-1]:.0f} ms ({len(lat):,} readings;"
+                  " target p99 <= 200 ms)")
     finally:
         if ingest and ingest.poll() is None:
             ingest.send_signal(signal.SIGTERM)

@@ -85,6 +85,7 @@ class FleetStats:
     messages_acked: int = 0
     readings_acked: int = 0
     sessions: int = 0
+    lags_s: list[float] = field(default_factory=list)  # real seconds from due to published
     refused_homes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
@@ -190,7 +191,7 @@ class Fleet:
                 )
                 home.announced = True
             while home.due(self.clock.now()) and not self._stop.is_set():
-                _, payload, n = home.batches[home.next]
+                due, payload, n = home.batches[home.next]
                 with acked:
                     if not acked.wait_for(
                         lambda: len(pending) < MAX_INFLIGHT_PER_HOME, self.session_timeout_s
@@ -206,8 +207,10 @@ class Fleet:
                     elif ok:
                         self._count_ack(n)
                 home.next += 1
+                lag = (self.clock.now() - due).total_seconds() / self.clock.speed
                 with self._lock:
                     self.stats.messages_published += 1
+                    self.stats.lags_s.append(lag)
             with acked:
                 if not acked.wait_for(lambda: not pending, self.session_timeout_s):
                     home.refused = "no PUBACK from the broker in time"
