@@ -53,6 +53,7 @@ from vitalvagt.observation import (
     DeviceRef,
     Observation,
     TimeSource,
+    uuid5_bytes,
 )
 from vitalvagt.quality import Flag
 from vitalvagt.wire import ObservationBatch, make_batch
@@ -152,10 +153,7 @@ def _stamps(us: np.ndarray, unit: str) -> np.ndarray:
 
 def _uuid5(namespace: bytes, name: str) -> str:
     """str(uuid.uuid5(...)) in a third of the time: the cohort computes one per observation."""
-    h = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
+    x = uuid5_bytes(namespace, name).hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 

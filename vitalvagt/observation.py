@@ -81,7 +81,12 @@ def stable_id_bytes(
         f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
         f".{d.microsecond:06d}Z"
     )
-    h = bytearray(hashlib.sha1(_NS_BYTES + text.encode()).digest()[:16])
+    return uuid5_bytes(_NS_BYTES, text)
+
+
+def uuid5_bytes(namespace: bytes, name: str) -> bytes:
+    """``uuid.uuid5(namespace, name).bytes`` without building UUID objects (3x faster)."""
+    h = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
     return bytes(h)
