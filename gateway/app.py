@@ -274,7 +274,11 @@ class GatewayApp:
             if self.on_notice is not None:
                 self.on_notice(notice)
         elif command.command is CommandName.CONFIG_CHANGED:
-            self.ble.reload()
+            # A command queued for the session can arrive while starting; the BLE manager
+            # then reads the pairing list when it starts anyway.
+            ble: BleManager | None = getattr(self, "ble", None)
+            if ble is not None:
+                ble.reload()
             log.info(
                 "gateway %s: configuration changed (command %s); pairing list reloaded, %d devices",
                 gw,

@@ -3,7 +3,7 @@
 One supervised task per paired device (``BleManager``):
 
 1. wait until the device advertises (one shared ``BleakScanner``, running only while some
-   device is waited for: ``AdvertisementWatcher``);
+   device is waited for or being connected to: ``AdvertisementWatcher``);
 2. connect with bleak-retry-connector's ``establish_connection`` (bleak's 20 s connect
    time-out, a few attempts, all inside an outer safety time-out), pairing first when the
    device needs a bond;
@@ -89,6 +89,7 @@ RECENT_IDS = 4096
 CONNECT_ATTEMPTS = 2
 SETUP_TIMEOUT_S = 60.0  # reading info, setting the clock and subscribing, on a slow link
 DISCONNECT_TIMEOUT_S = 10.0
+SEEN_WRITE_INTERVAL = timedelta(minutes=1)
 INFO_TEXT_MAX = 128  # DeviceRef's limit for model and serial
 
 
@@ -230,6 +231,13 @@ async def connect(
 # --------------------------------------------------------------------------- backends
 
 
+async def _disconnect(client: BleakClient) -> None:
+    if client.is_connected:
+        with contextlib.suppress(BleakError, GatewayError, TimeoutError):
+            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
+                await client.disconnect()
+
+
 @contextlib.asynccontextmanager
 async def ble_backends(transport: str) -> AsyncIterator[Backends]:
     """bleak backends for ``VV_BLE_TRANSPORT``: ``native`` is bleak's own (BlueZ, Android)."""
@@ -244,11 +252,17 @@ async def ble_backends(transport: str) -> AsyncIterator[Backends]:
 
 
 class AdvertisementWatcher:
-    """One scan shared by every device task; it runs only while some device is awaited."""
+    """One scan shared by every device task; it runs only while some task needs it.
+
+    A task needs it from when it starts waiting for its device until it has connected:
+    bumble resolves a bonded peer's address from advertisements while connecting, and
+    BlueZ and Android connect faster to a device the scan has just seen.
+    """
 
     def __init__(self, scanner_backend: type[BaseBleakScanner] | None) -> None:
         self._backend = scanner_backend
         self._waiters: dict[str, list[asyncio.Future[BLEDevice]]] = {}
+        self._holds = 0
         self._scanner: BleakScanner | None = None
         self._lock = asyncio.Lock()
 
@@ -256,21 +270,30 @@ class AdvertisementWatcher:
     def scanning(self) -> bool:
         return self._scanner is not None
 
-    async def wait_for(self, address: str) -> BLEDevice:
-        """The device as soon as it advertises (no time-out: a cuff may sleep for days)."""
+    @contextlib.asynccontextmanager
+    async def sighted(self, address: str) -> AsyncIterator[BLEDevice]:
+        """The device as soon as it advertises (no time-out: a cuff may sleep for days);
+        the scan keeps running until the block ends."""
         key = address.upper()
         future: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(future)
+        self._holds += 1
         try:
             await self._update()
-            return await future
+            device = await future
+            self._forget(key, future)
+            yield device
         finally:
-            waiters = self._waiters.get(key, [])
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._waiters.pop(key, None)
+            self._forget(key, future)
+            self._holds -= 1
             await self._update()
+
+    def _forget(self, key: str, future: asyncio.Future[BLEDevice]) -> None:
+        waiters = self._waiters.get(key, [])
+        if future in waiters:
+            waiters.remove(future)
+        if not waiters:
+            self._waiters.pop(key, None)
 
     def _on_detection(self, device: BLEDevice, _adv: AdvertisementData) -> None:
         for future in self._waiters.get(device.address.upper(), ()):
@@ -279,11 +302,11 @@ class AdvertisementWatcher:
 
     async def _update(self) -> None:
         async with self._lock:
-            if self._waiters and self._scanner is None:
+            if self._holds and self._scanner is None:
                 scanner = BleakScanner(self._on_detection, backend=self._backend)
                 await scanner.start()
                 self._scanner = scanner
-            elif not self._waiters and self._scanner is not None:
+            elif not self._holds and self._scanner is not None:
                 scanner, self._scanner = self._scanner, None
                 try:
                     await scanner.stop()
@@ -295,6 +318,7 @@ class AdvertisementWatcher:
             for future in waiters:
                 future.cancel()
         self._waiters.clear()
+        self._holds = 0
         await self._update()
 
 
@@ -331,6 +355,7 @@ class _Device:
     link: int = 0  # connection number, to tell a redelivery on a new link
     connected: bool = False
     last_indicated: dict[str, _LastValue] = field(default_factory=dict)
+    seen_saved_at: datetime | None = None  # last time "last seen" was written
 
 
 class BleManager:
@@ -359,6 +384,7 @@ class BleManager:
         self._new_backoff = backoff
         self._connect_attempts = connect_attempts
         self._devices: dict[str, _Device] = {}
+        self._retired: set[asyncio.Task[None]] = set()  # cancelled, maybe still disconnecting
         self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._watcher: AdvertisementWatcher | None = None
         self.decode_errors = 0
@@ -374,11 +400,13 @@ class BleManager:
 
     async def close(self) -> None:
         tasks = [d.task for d in self._devices.values() if d.task is not None]
+        tasks += self._retired
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for device in self._devices.values():
             device.task = None
+        self._retired.clear()
         if self._watcher is not None:
             await self._watcher.close()
             self._watcher = None
@@ -391,6 +419,8 @@ class BleManager:
                 device = self._devices.pop(address)
                 if device.task is not None:
                     device.task.cancel()
+                    self._retired.add(device.task)
+                    device.task.add_done_callback(self._retired.discard)
                 log.info("%s: removed from the pairing list, no longer read", address)
         for address, entry in entries.items():
             device = self._devices.get(address)
@@ -417,8 +447,8 @@ class BleManager:
         assert self._watcher is not None
         while True:
             try:
-                ble_device = await self._watcher.wait_for(address)
-                await self._session(device, ble_device, backoff)
+                client, lost = await self._connect_when_seen(device)
+                await self._session(device, client, lost, backoff)
                 continue  # the device went away after a good session: wait for it again
             except Exception as exc:
                 device.stats.connect_failures += 1
@@ -433,8 +463,9 @@ class BleManager:
                 )
             await asyncio.sleep(delay)
 
-    async def _session(self, device: _Device, ble_device: BLEDevice, backoff: Backoff) -> None:
-        entry = device.entry
+    async def _connect_when_seen(self, device: _Device) -> tuple[BleakClient, asyncio.Event]:
+        """A connected client once the device advertises, and the event of its link loss."""
+        assert self._watcher is not None
         loop = asyncio.get_running_loop()
         lost = asyncio.Event()
 
@@ -442,14 +473,27 @@ class BleManager:
             # Some platforms call back from their own thread.
             loop.call_soon_threadsafe(lost.set)
 
-        client = await connect(
-            ble_device,
-            self._client_backend,
-            name=entry.name,
-            pair=entry.requires_bonding,
-            disconnected_callback=on_disconnect,
-            attempts=self._connect_attempts,
-        )
+        client: BleakClient | None = None
+        try:
+            async with self._watcher.sighted(device.entry.address) as ble_device:
+                client = await connect(
+                    ble_device,
+                    self._client_backend,
+                    name=device.entry.name,
+                    pair=device.entry.requires_bonding,
+                    disconnected_callback=on_disconnect,
+                    attempts=self._connect_attempts,
+                )
+        except BaseException:
+            if client is not None:  # cancelled while the scan was being stopped
+                await _disconnect(client)
+            raise
+        return client, lost
+
+    async def _session(
+        self, device: _Device, client: BleakClient, lost: asyncio.Event, backoff: Backoff
+    ) -> None:
+        entry = device.entry
         device.link += 1
         device.stats.connections += 1
         try:
@@ -469,10 +513,7 @@ class BleManager:
             device.connected = False
             with contextlib.suppress(sqlite3.Error):
                 self._pairing.seen(entry.address, self._clock())
-            if client.is_connected:
-                with contextlib.suppress(BleakError, GatewayError, TimeoutError):
-                    async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                        await client.disconnect()
+            await _disconnect(client)
 
     async def _setup(self, device: _Device, client: BleakClient) -> list[str]:
         address = device.entry.address
@@ -640,6 +681,7 @@ class BleManager:
         device.stats.observations += added
         self._on_stored()
         first = observations[0]
+        self._mark_seen(device, first.received_at)
         if Flag.DEVICE_CLOCK_CORRECTED in first.flags:
             log.warning(
                 "%s: device clock says %s, far from the gateway's; receive time used",
@@ -655,3 +697,12 @@ class BleManager:
             first.time_source.value,
         )
         return added
+
+    def _mark_seen(self, device: _Device, at: datetime) -> None:
+        # At most once a minute: a heart-rate strap notifies every second.
+        if device.seen_saved_at is None or at - device.seen_saved_at >= SEEN_WRITE_INTERVAL:
+            device.seen_saved_at = at
+            try:
+                self._pairing.seen(device.entry.address, at)
+            except sqlite3.Error as exc:
+                log.warning("%s: could not record last seen: %s", device.entry.address, exc)

@@ -467,3 +467,19 @@ async def test_cli_pair_devices_and_notices(tmp_path: Path, home: Home) -> None:
     for sub in ("pair", "devices", "notices", "run"):
         help_text = (await asyncio.to_thread(cli, env, sub, "--help")).stdout
         assert "Needs" in help_text, sub
+
+
+def test_a_tablet_without_bumble_runs_the_native_transport() -> None:
+    code = (
+        "import sys, asyncio\n"
+        "sys.modules['bumble'] = None  # not installed\n"
+        "import gateway.app, gateway.ble, gateway.cli\n"
+        "from gateway.ble import ble_backends\n"
+        "async def main():\n"
+        "    async with ble_backends('native') as backends:\n"
+        "        assert backends == (None, None)\n"
+        "asyncio.run(main())\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "ok", proc.stderr
