@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,8 @@ from vitalvagt.wire import (
 log = logging.getLogger(__name__)
 
 MQTT_MAX_INFLIGHT = 65_535
+ACK_FLUSH_ROWS = 5000
+ACK_FLUSH_S = 0.25
 SESSION_EXPIRY_S = 7 * 24 * 3600  # commands wait a week for a tablet that is off
 
 
@@ -98,6 +101,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._inflight: dict[int, list[int]] = {}  # message id -> outbox seqs it carries
         self._acked: list[int] = []
+        self._flushed_at = 0.0
         self._last_handed = 0  # highest outbox seq handed to paho in this process
         self.published_messages = 0
         self.acked_readings = 0
@@ -156,7 +160,7 @@ class Publisher:
                     await asyncio.to_thread(info.wait_for_publish, 2)
             self._client.disconnect()
             self._client.loop_stop()
-        self._flush_acks()
+        self._flush_acks(force=True)
 
     def wake(self) -> None:
         """New readings are in the outbox."""
@@ -250,9 +254,15 @@ class Publisher:
             self.acked_readings += len(seqs)
         self._wake.set()
 
-    def _flush_acks(self) -> None:
-        if self._acked and self.outbox._db is not None:
+    def _flush_acks(self, *, force: bool = False) -> None:
+        """Remove acknowledged readings from the outbox, in bulk: one transaction per
+        ``ACK_FLUSH_ROWS`` readings or ``ACK_FLUSH_S`` seconds, not one per PUBACK."""
+        if not self._acked or self.outbox._db is None:
+            return
+        now = time.monotonic()
+        if force or len(self._acked) >= ACK_FLUSH_ROWS or now - self._flushed_at >= ACK_FLUSH_S:
             done, self._acked = self._acked, []
+            self._flushed_at = now
             self.outbox.remove(done)
 
     async def _pump(self) -> None:
@@ -273,6 +283,7 @@ class Publisher:
                 else []
             )
             if not rows:
+                self._flush_acks(force=True)
                 self._wake.clear()
                 await self._wake.wait()
                 continue
