@@ -10,7 +10,8 @@ from vitalvagt.stack import Stack
 @pytest.fixture
 def gateway_creds(stack: Stack, request: pytest.FixtureRequest) -> tuple[str, str]:
     """A freshly provisioned gateway (id derived from the test name) and its password."""
-    gw = "gw-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[-40:].strip("-")
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())
+    gw = "gw-" + name[-40:].strip("-")
     with psycopg.connect(stack.database_url(), autocommit=True) as conn:
         password = provision_gateway(conn, gw)
     stack.sync_broker_users()
