@@ -1,0 +1,92 @@
+"""`vitalvagt alerts ...` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+
+from vitalvagt.errors import VitalvagtError
+from vitalvagt.settings import Settings
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.service import AlertService
+    from vitalvagt.stack import database_url
+
+    service = AlertService(database_url(settings), missed_hours=args.missed_hours,
+                           missed_every_s=args.missed_every_s)  # fmt: skip
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: service.stop())
+    service.run()
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from vitalvagt.stack import database_url
+
+    with psycopg.connect(database_url(settings)) as conn:
+        rows = conn.execute(
+            "SELECT id, patient_id, team_id, severity, state::text, rule, message, opened_at,"
+            " trigger_count FROM alerts WHERE (%s OR state <> 'resolved')"
+            " AND (%s::text IS NULL OR team_id = %s)"
+            " ORDER BY CASE severity WHEN 'red' THEN 0 WHEN 'yellow' THEN 1 ELSE 2 END, opened_at",
+            (args.all, args.team, args.team),
+        ).fetchall()
+    keys = ("id", "patient_id", "team_id", "severity", "state", "rule", "message", "opened_at",
+            "trigger_count")  # fmt: skip
+    for r in rows:
+        print(json.dumps(dict(zip(keys, r, strict=True)), default=str))
+    if not rows:
+        print("no active alerts")
+    return 0
+
+
+def _change(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from alerts.engine import acknowledge, resolve
+    from vitalvagt.stack import database_url
+
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        fn = acknowledge if args.alerts_command == "ack" else resolve
+        if not fn(conn, args.alert_id, by=args.by, note=args.note):
+            raise VitalvagtError(f"alert {args.alert_id} does not exist or is not in a state that"
+                                 f" allows {args.alerts_command}")  # fmt: skip
+        conn.execute("INSERT INTO audit_log (actor, action, detail) VALUES (%s, %s, %s)",
+                     (args.by, f"{args.alerts_command}_alert",
+                      json.dumps({"alert": args.alert_id})))  # fmt: skip
+    print(f"alert {args.alert_id}: {args.alerts_command} by {args.by}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "alerts", help="the alert engine: limits, missed measurements, life cycle",
+        description="Alerts for the acute teams: readings beyond the patient's limits (red, "
+        "yellow) and missed measurements (blue), one active alert per patient and rule. Needs "
+        "the database (the embedded stack or VV_DATABASE_URL).",
+    )  # fmt: skip
+    cmds = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    r = cmds.add_parser("run", help="run the engine until stopped",
+                        description="LISTEN for new readings from ingest and evaluate those "
+                        "patients; check for missed measurements periodically.")  # fmt: skip
+    r.add_argument("--missed-hours", type=float, default=36, help="silence that opens a blue alert")
+    r.add_argument("--missed-every-s", type=float, default=300, help="missed-check period")
+    r.set_defaults(handler=_run)
+    ls = cmds.add_parser(
+        "list",
+        help="active alerts, most severe first",
+        description="List alerts as JSON lines, red first.",
+    )
+    ls.add_argument("--team", default=None, help="only this acute team")
+    ls.add_argument("--all", action="store_true", help="include resolved alerts")
+    ls.set_defaults(handler=_list)
+    for name, text in (("ack", "acknowledge an open alert"), ("resolve", "resolve an alert")):
+        c = cmds.add_parser(name, help=text, description=f"{text.capitalize()}; audit-logged.")
+        c.add_argument("alert_id", type=int)
+        c.add_argument("--by", required=True, help="who (staff id)")
+        c.add_argument("--note", default=None, help="what was done")
+        c.set_defaults(handler=_change)

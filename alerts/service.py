@@ -1,0 +1,75 @@
+"""`vitalvagt alerts run`: evaluate patients when ingest NOTIFYs, and check missed readings.
+
+Ingest sends ``NOTIFY vv_observations`` with the affected patients after each commit; this
+service LISTENs and evaluates exactly those patients. Missed measurements are a periodic
+apscheduler job. At start every active patient is evaluated once, so nothing that arrived
+while the engine was down is missed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import psycopg
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from alerts.engine import check_missed, evaluate
+from vitalvagt.retry import Backoff
+
+log = logging.getLogger(__name__)
+CHANNEL = "vv_observations"  # ingest.store.NOTIFY_CHANNEL; components do not import each other
+
+
+class AlertService:
+    def __init__(self, database_url: str, *, missed_hours: float, missed_every_s: float) -> None:
+        self.database_url = database_url
+        self.missed_hours = missed_hours
+        self.missed_every_s = missed_every_s
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _missed(self) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            n = check_missed(conn, hours=self.missed_hours)
+        if n:
+            log.warning("alerts: %d missed-measurement alerts opened", n)
+
+    def run(self) -> None:
+        scheduler = BackgroundScheduler(timezone="UTC")
+        scheduler.add_job(self._missed, "interval", seconds=self.missed_every_s, id="missed",
+                          max_instances=1, coalesce=True)  # fmt: skip
+        scheduler.start()
+        backoff = Backoff(initial_s=1, max_s=30)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._listen()
+                except psycopg.OperationalError as exc:
+                    delay = backoff.next_delay()
+                    log.warning("alerts: database unavailable (%s); retrying in %.1fs", exc, delay)
+                    self._stop.wait(delay)
+        finally:
+            scheduler.shutdown(wait=False)
+
+    def _listen(self) -> None:
+        with (
+            psycopg.connect(self.database_url, autocommit=True) as listen,
+            psycopg.connect(self.database_url, autocommit=True) as work,
+        ):
+            listen.execute(f"LISTEN {CHANNEL}")
+            everyone = [r[0] for r in work.execute("SELECT id FROM patients WHERE active")]
+            if everyone:
+                evaluate(work, everyone)
+            log.info("alerts: listening on %s", CHANNEL)
+            while not self._stop.is_set():
+                patients: set[str] = set()
+                for note in listen.notifies(timeout=1.0, stop_after=100):
+                    patients.update(json.loads(note.payload).get("patients", []))
+                if patients:
+                    result = evaluate(work, sorted(patients))
+                    if result.opened or result.updated:
+                        log.info("alerts: %d opened, %d updated", result.opened, result.updated)

@@ -1,0 +1,1 @@
+from tests.ingest.conftest import registry  # noqa: F401 - shared fixture
