@@ -65,7 +65,8 @@ def limit_message(kind: Kind, value: float, finding: Finding, measured_at: datet
     side = "below" if finding.below else "above"
     level = "alert" if finding.severity is Severity.RED else "warning"
     unit = spec.unit.replace("mm[Hg]", "mmHg").replace("Cel", "°C")
-    what = f"{spec.display.capitalize()} {value:g} {unit} at {when} is {side} the {level} limit"
+    label = spec.display[0].upper() + spec.display[1:]
+    what = f"{label} {value:g} {unit} at {when} is {side} the {level} limit"
     if finding.severity is Severity.RED:
         todo = ("Call the patient now and assess; contact the responsible doctor if the "
                 "condition has changed.")  # fmt: skip

@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and a simulated fleet of homes, until Ctrl-C. Needs `make setup` only.",
     )
     p.add_argument("--homes", type=int, default=20, help="simulated homes (default 20)")
-    p.add_argument("--speed", type=float, default=1440.0,
-                   help="simulated seconds per real second (default 1440: a day a minute)")
+    p.add_argument("--speed", type=float, default=20160.0,
+                   help="simulated seconds per real second (default 20160: the fleet's two weeks"
+                   " of history in a minute, then real time)")
     p.add_argument("--duration-s", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(handler=_demo)

@@ -38,7 +38,9 @@ def _summary(database_url: str) -> str:
             " (SELECT count(DISTINCT patient_id) FROM observations),"
             " (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL)"
         ).fetchone()
-    return f"hub: {obs} readings stored for {patients} patients, {dead} dead letters"
+        alerts = conn.execute("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetchone()[0]
+    return (f"hub: {obs} readings stored for {patients} patients, {alerts} active alerts,"
+            f" {dead} dead letters")
 
 
 def run_demo(settings: Settings, *, homes: int, speed: float, duration_s: float | None) -> int:
