@@ -15,10 +15,8 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,7 +26,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest_bench import free_port  # noqa: E402
+from bench.ingest_bench import free_port, start_ingest  # noqa: E402
 from simulator.cohort import CohortSpec, GroupChoice, write_cohort  # noqa: E402
 from simulator.fleet import run_fleet  # noqa: E402
 from vitalvagt.settings import Settings  # noqa: E402
@@ -45,17 +43,7 @@ def main() -> None:
     os.chmod(state, 0o755)
     stack = Stack(Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port()))
     stack.up()
-    env = {**os.environ, "VV_STATE_DIR": str(state), "VV_PG_PORT": str(stack.settings.pg_port),
-           "VV_MQTT_PORT": str(stack.settings.mqtt_port), "PYTHONPATH": str(ROOT)}
-    ingest = subprocess.Popen(
-        [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", "bench",
-         "--health-port", "0", "--no-jobs", "--end-session-on-exit"],
-        env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert ingest.stderr is not None
-    for line in ingest.stderr:
-        if "subscribed" in line:
-            break
-    threading.Thread(target=ingest.stderr.read, daemon=True).start()
+    ingest = start_ingest(stack)
     best = 0
     per_day = 0.0
     try:

@@ -200,6 +200,23 @@ def latency(stack: Stack, gw: str, pw: str, rate: int, seconds: int) -> list[flo
     return sorted((committed[i] - sent[i]) * 1000 for i in ids if i in committed)
 
 
+def start_ingest(stack: Stack) -> subprocess.Popen[str]:
+    """`vitalvagt ingest run` on the bench's stack, as its own process; returns once subscribed."""
+    env = {**os.environ, "VV_STATE_DIR": str(stack.paths.root),
+           "VV_PG_PORT": str(stack.settings.pg_port),
+           "VV_MQTT_PORT": str(stack.settings.mqtt_port), "PYTHONPATH": str(ROOT)}  # fmt: skip
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", "bench",
+         "--health-port", "0", "--no-jobs", "--end-session-on-exit"],
+        env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert ingest.stderr is not None
+    for line in ingest.stderr:
+        if "subscribed" in line:
+            break
+    threading.Thread(target=ingest.stderr.read, daemon=True).start()
+    return ingest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
@@ -234,17 +251,7 @@ def main() -> None:
         raw_copy = baseline_copy(stack.database_url(), n_b)
         print(f"baseline 2  bare COPY into observations:     {raw_copy:,.0f} rows/s ({n_b:,} rows)")
 
-        env = {**os.environ, "VV_STATE_DIR": str(state), "VV_PG_PORT": str(stack.settings.pg_port),
-               "VV_MQTT_PORT": str(stack.settings.mqtt_port), "PYTHONPATH": str(ROOT)}
-        ingest = subprocess.Popen(
-            [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", "bench",
-             "--health-port", "0", "--no-jobs", "--end-session-on-exit"],
-            env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        assert ingest.stderr is not None
-        for line in ingest.stderr:
-            if "subscribed" in line:
-                break
-        threading.Thread(target=ingest.stderr.read, daemon=True).start()
+        ingest = start_ingest(stack)
 
         a = end_to_end(stack, "gw-bench-a", creds["gw-bench-a"],
                        make_payloads("gw-bench-a", n_a, 1), n_a)
