@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from gateway.errors import GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
 from gateway.publisher import BrokerConfig, Publisher
+from gateway.sqlite_file import SqliteFile
 from vitalvagt.settings import Settings
 from vitalvagt.wire import Command, CommandName
 
@@ -87,13 +87,10 @@ class Notice:
     command_id: str
 
 
-class Notices:
+class Notices(SqliteFile):
     """What the hub asked the patient to do, and which commands were already handled."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+    what = "notices"
 
     def open(self) -> Notices:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,23 +114,6 @@ class Notices:
         self._db = db
         return self
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> Notices:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError(f"notices {self.path} are not open")
-        return self._db
 
     def first_time(self, command_id: uuid.UUID) -> bool:
         """Record a command id; False if it was handled before."""

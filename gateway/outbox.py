@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.sqlite_file import SqliteFile
 from vitalvagt.observation import Observation
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,14 @@ class OutboxStats:
         return self.bytes >= WARN_FRACTION * self.max_bytes
 
 
-class Outbox:
+class Outbox(SqliteFile):
     """A durable FIFO of observations. Thread-safe: one connection behind a lock."""
 
+    what = "outbox"
+
     def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.path = path
+        super().__init__(path)
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
         self._bytes = 0
         self._pending = 0
         self._warned = False
@@ -83,23 +83,6 @@ class Outbox:
         self._db = db
         return self
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> Outbox:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox is not open")
-        return self._db
 
     # --- operations ---------------------------------------------------------------------
     def add(self, observations: Iterable[Observation]) -> int:

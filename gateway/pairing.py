@@ -17,7 +17,6 @@ mode, short transactions, a busy time-out.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.sqlite_file import SqliteFile
 from vitalvagt.settings import Settings
 
 PAIRING_FILE = "pairing.db"
@@ -148,13 +148,10 @@ def _row(row: tuple[Any, ...]) -> PairedDevice:
     )
 
 
-class PairingList:
+class PairingList(SqliteFile):
     """The pairing list in SQLite; a context manager (``with PairingList(path) as pl``)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+    what = "pairing list"
 
     def open(self) -> PairingList:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,23 +187,6 @@ class PairingList:
         self._db = db
         return self
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> PairingList:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError(f"pairing list {self.path} is not open")
-        return self._db
 
     def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
