@@ -1,12 +1,14 @@
 """``vitalvagt simulate``: virtual patients with known deteriorations (docs/simulation.md).
 
 Each subcommand adds itself to the ``simulate`` group in ``register_cli``; ``cohort`` writes a
-cohort directory. A ``fleet`` subcommand (publishing a cohort over MQTT) goes beside it.
+cohort directory; ``fleet`` publishes one over MQTT, ``--ble-homes`` of its homes through
+emulated BLE devices and the real gateway code (simulator/ble_fleet.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -99,6 +101,15 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
     from simulator.fleet import FleetStats, run_fleet
     from vitalvagt.stack import Stack, database_url, mqtt_endpoint
 
+    homes = args.homes
+    if args.cohort is not None:
+        from simulator.cohort import read_info
+
+        homes = read_info(args.cohort).patients
+    if not 0 <= args.ble_homes <= homes:
+        print(f"vitalvagt simulate fleet: --ble-homes {args.ble_homes} must be between 0 and "
+              f"the fleet's {homes} homes", file=sys.stderr)
+        return 2
     url = database_url(settings)
     ep = mqtt_endpoint(settings, "vv-sim")  # only the broker address; homes use their own users
     with tempfile.TemporaryDirectory(prefix="vv-fleet-") as tmp:
@@ -109,23 +120,35 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
             cohort_dir = write_cohort(tmp, spec, overwrite=True).path
             print(f"generated {args.homes} homes x {args.days} days from {start}, seed {args.seed}")
 
-        last: list[int] = [-1]
+        last: list[tuple[int, int]] = [(-1, -1)]
 
         def progress(st: FleetStats) -> None:
-            if st.messages_acked == last[0]:
+            now = (st.messages_acked, st.ble.readings_sent if st.ble else 0)
+            if now == last[0]:
                 return
-            last[0] = st.messages_acked
+            last[0] = now
+            ble = "" if st.ble is None else (f"; BLE homes: {st.ble.readings_sent}/"
+                                             f"{st.ble.readings} readings measured")
             print(f"fleet: {st.messages_acked}/{st.messages_published} messages acknowledged,"
-                  f" {st.readings_acked} readings", flush=True)
+                  f" {st.readings_acked} readings{ble}", flush=True)
 
         stats = run_fleet(
             database_url=url, host=ep.host, port=ep.port, cohort_dir=str(cohort_dir),
             speed=args.speed, max_connections=args.max_connections, progress=progress,
             on_provisioned=(Stack(settings).sync_broker_users
                             if settings.database_url is None else None),
+            ble_homes=args.ble_homes, settings=settings,
         )  # fmt: skip
-    print(f"fleet done: {stats.homes} homes, {stats.readings_acked} readings in"
+    print(f"fleet done: {stats.homes} direct homes, {stats.readings_acked} readings in"
           f" {stats.messages_acked} messages acknowledged by the broker")
+    if stats.ble is not None:
+        from simulator.ble_fleet import inexact_summary
+
+        b = stats.ble
+        print(f"BLE homes done: {b.homes} homes, {b.readings_sent} of {b.readings} readings "
+              f"measured by emulated devices and stored by their gateways, "
+              f"{b.observations_acked} of {b.observations} observations acknowledged by the "
+              f"broker; {b.unsendable} not sendable; not exact over BLE: {inexact_summary(b)}")
     return 0
 
 
@@ -150,6 +173,10 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="publish this cohort directory instead of generating one")
     p.add_argument("--max-connections", type=_positive, default=200,
                    help="homes connected at once (each home connects when readings are due)")
+    p.add_argument("--ble-homes", type=int, default=0, metavar="K",
+                   help="the first K homes publish through emulated BLE devices and the real "
+                   "gateway code (own outbox, id and password each) instead of directly; "
+                   "meant for a few tens of homes (default 0)")
     p.set_defaults(handler=_fleet)
 
 
