@@ -5,11 +5,15 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from vitalvagt.observation import Observation
+from vitalvagt.wire import decode_batch, parse_topic
 
 
 @dataclass
@@ -80,3 +84,18 @@ def connect(
         client.loop_stop()
         raise AssertionError("no CONNACK from the broker") from None
     return conn
+
+
+def received_observations(
+    conn: Connected, enough: Callable[[], bool], *, quiet_s: float = 10
+) -> Iterator[tuple[str, Observation]]:
+    """(gateway id, observation) of each observation batch received, decoded and checked by
+    the wire codec, until ``enough()`` or no message came for ``quiet_s``."""
+    while not enough():
+        try:
+            topic, payload = conn.messages.get(timeout=quiet_s)
+        except queue.Empty:
+            return
+        gateway_id, _ = parse_topic(topic)
+        for o in decode_batch(payload, topic_gateway_id=gateway_id).observations:
+            yield gateway_id, o

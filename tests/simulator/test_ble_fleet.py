@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -29,11 +28,10 @@ from simulator.cohort import (
     write_cohort,
 )
 from simulator.fleet import run_fleet
-from tests.mqtt import connect
+from tests.mqtt import connect, received_observations
 from vitalvagt.observation import Observation
 from vitalvagt.quality import Flag
 from vitalvagt.stack import Stack
-from vitalvagt.wire import decode_batch, parse_topic
 
 # Seed and past dates chosen so that the two BLE homes have every device model (both scales'
 # and thermometers' kinds: user ids, no clock) and readings flagged other_user,
@@ -90,17 +88,14 @@ def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
             cohort_dir=str(cohort), speed=SPEED, on_provisioned=stack.sync_broker_users,
             ble_homes=BLE_HOMES, settings=stack.settings, ble_dir=tmp_path / "gateways",
         )  # fmt: skip
-        while len(got) < len(ble_rows) or len(got_direct) < len(direct):
-            try:
-                topic, payload = watcher.messages.get(timeout=10)
-            except queue.Empty:
-                break
-            gw, _ = parse_topic(topic)
-            for o in decode_batch(payload, topic_gateway_id=gw).observations:
-                if gw in ble_gateways:
-                    got[key(gw, o.device.address, o.kind.value, o.measured_at)] = o
-                else:
-                    got_direct[(gw, str(o.id))] = (o.kind.value, o.value, o.measured_at)
+        def enough() -> bool:
+            return len(got) >= len(ble_rows) and len(got_direct) >= len(direct)
+
+        for gw, o in received_observations(watcher, enough):
+            if gw in ble_gateways:
+                got[key(gw, o.device.address, o.kind.value, o.measured_at)] = o
+            else:
+                got_direct[(gw, str(o.id))] = (o.kind.value, o.value, o.measured_at)
     finally:
         watcher.close()
 

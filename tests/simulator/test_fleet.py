@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import pytest
 
 from simulator.cohort import CohortSpec, GroupChoice, iter_observation_rows, write_cohort
 from simulator.fleet import run_fleet
-from tests.mqtt import connect
+from tests.mqtt import connect, received_observations
 from vitalvagt.stack import Stack
-from vitalvagt.wire import decode_batch, parse_topic
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -35,14 +33,8 @@ def test_thousand_homes_publish_exactly_the_cohort(stack: Stack, tmp_path: Path)
         assert stats.homes == 1000
         assert stats.readings_acked == len(expected)
         got: dict[tuple[str, str], tuple] = {}
-        while len(got) < len(expected):
-            try:
-                topic, payload = watcher.messages.get(timeout=10)
-            except queue.Empty:
-                break
-            gw, _ = parse_topic(topic)
-            for o in decode_batch(payload, topic_gateway_id=gw).observations:
-                got[(gw, str(o.id))] = (o.kind.value, o.value, o.measured_at)
+        for gw, o in received_observations(watcher, lambda: len(got) >= len(expected)):
+            got[(gw, str(o.id))] = (o.kind.value, o.value, o.measured_at)
     finally:
         watcher.close()
     assert got == expected
