@@ -9,7 +9,8 @@ ports, provisions a gateway, and stops and deletes everything at the end.
     drained by ``Publisher`` until every reading is acknowledged and removed. The baseline,
     measured in the same run against the same broker: bare paho publishing the SAME message
     payloads (same batches of ``batch_size`` readings, QoS 1, same in-flight window), timed
-    until every PUBACK arrived. Both include connecting. Rounds alternate; the best counts.
+    until every PUBACK arrived. Both include connecting. Rounds alternate; best against best
+    and the median of each round's own ratio are printed.
 (b) Memory: the gateway process (`vitalvagt gateway run`) with five emulated devices
     connected and measuring every second. The devices run in this process and reach the
     gateway's bumble central over TCP HCI, so the child's RSS (VmRSS from /proc) is the
@@ -30,6 +31,7 @@ import platform
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,11 +147,11 @@ def bench_replay(cfg: BrokerConfig, work: Path, n: int, rounds: int) -> None:
         f"in-flight window {cfg.max_inflight} messages, mosquitto on 127.0.0.1 "
         "(persistence on, no subscriber)"
     )
-    template = work / "template.db"
+    template = work / "template"
     start = time.perf_counter()
     with Outbox(template, max_bytes=2**40) as outbox:
         fill(outbox, n)
-        rows = outbox.peek(n)
+        rows = [p for run in outbox.read(n) for p in run.payloads]
         size = outbox.stats().bytes
     print(
         f"  filled the outbox in {time.perf_counter() - start:.1f} s "
@@ -157,15 +159,17 @@ def bench_replay(cfg: BrokerConfig, work: Path, n: int, rounds: int) -> None:
     )
     now = datetime.now(UTC)
     payloads = [
-        batch_payload(cfg.gateway_id, [r.payload for r in rows[i : i + cfg.batch_size]], now)
+        batch_payload(cfg.gateway_id, b",".join(rows[i : i + cfg.batch_size]), now)
         for i in range(0, len(rows), cfg.batch_size)
     ]
     best_pub, best_bare = float("inf"), float("inf")
+    ratios = []
     for r in range(rounds):
-        copy = copy_outbox(template, work / f"replay-{r}.db")
+        copy = copy_outbox(template, work / f"replay-{r}")
         bare_s = replay_bare(cfg, payloads)
         pub_s, messages = asyncio.run(replay_publisher(cfg, copy))
         best_pub, best_bare = min(best_pub, pub_s), min(best_bare, bare_s)
+        ratios.append(bare_s / pub_s)
         print(
             f"  round {r + 1}: Publisher {pub_s:6.2f} s ({messages} messages)   "
             f"bare paho {bare_s:6.2f} s ({len(payloads)} messages)"
@@ -175,28 +179,31 @@ def bench_replay(cfg: BrokerConfig, work: Path, n: int, rounds: int) -> None:
         ("bare paho (same payloads)", best_bare, len(payloads)),
     ):
         print(f"  {name:<38} {n / secs:10,.0f} readings/s {msgs / secs:9,.0f} messages/s")
-    print(f"  replay / bare: {best_bare / best_pub:.0%} (target >= 50 %)")
-    # What the outbox itself costs: reading every row once and deleting every row durably,
-    # with no network at all. The Publisher cannot be faster than this.
-    with Outbox(copy_outbox(template, work / "floor.db"), max_bytes=2**40) as outbox:
+    print(
+        f"  replay / bare: {best_bare / best_pub:.0%} best against best, "
+        f"{statistics.median(ratios):.0%} median of the rounds' own ratios (target >= 50 %)"
+    )
+    # What the outbox itself costs: reading every reading once and acknowledging them all
+    # in batches as the Publisher does, with no network at all.
+    with Outbox(copy_outbox(template, work / "floor"), max_bytes=2**40) as outbox:
         start = time.perf_counter()
-        seqs = [r.seq for r in outbox.peek(n)]
+        runs = outbox.read(n)
         read_s = time.perf_counter() - start
         start = time.perf_counter()
-        outbox.remove(seqs)
+        step = 5000
+        for lo in range(1, n + 1, step):
+            outbox.acknowledge([(lo, min(n, lo + step - 1))])
         delete_s = time.perf_counter() - start
+        assert outbox.stats().pending == 0 and sum(len(r.payloads) for r in runs) == n
     floor_s = read_s + delete_s
     print(
-        f"  outbox floor without network: read {read_s:.2f} s + durable delete {delete_s:.2f} s"
-        f" = {floor_s:.2f} s, so at most {best_bare / floor_s:.0%} of bare with row deletion"
+        f"  outbox floor without network: read {read_s:.3f} s + acknowledge {delete_s:.3f} s"
+        f" = {floor_s:.3f} s ({n / floor_s:,.0f} readings/s)"
     )
 
 
 def copy_outbox(template: Path, copy: Path) -> Path:
-    shutil.copy(template, copy)
-    for suffix in ("-wal", "-shm"):
-        if Path(f"{template}{suffix}").exists():
-            shutil.copy(f"{template}{suffix}", f"{copy}{suffix}")
+    shutil.copytree(template, copy)
     return copy
 
 
@@ -346,7 +353,7 @@ def bench_memory(env: dict[str, str], work: Path, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=100_000, help="outbox size (100,000)")
-    parser.add_argument("--rounds", type=int, default=2, help="replay rounds (2)")
+    parser.add_argument("--rounds", type=int, default=5, help="replay rounds (5)")
     parser.add_argument("--batch-size", type=int, default=100, help="readings per message")
     parser.add_argument("--max-inflight", type=int, default=1000, help="in-flight window")
     parser.add_argument("--rss-seconds", type=float, default=20.0, help="memory sampling time")

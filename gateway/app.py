@@ -2,7 +2,7 @@
 
 ``async with GatewayApp(settings) as app: await app.wait_closed()`` runs a home gateway:
 
-- ``Outbox`` (``outbox.db``), ``PairingList`` (``pairing.db``) and ``Notices``
+- ``Outbox`` (the segment log in ``outbox/``), ``PairingList`` (``pairing.db``) and ``Notices``
   (``notices.db``) in the gateway directory;
 - the bleak backends for ``VV_BLE_TRANSPORT`` (bumble only when asked for);
 - ``Publisher`` on the broker of ``vitalvagt.stack.mqtt_endpoint(settings, gateway_id)``;
@@ -42,7 +42,8 @@ from vitalvagt.wire import Command, CommandName
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = "outbox.db"
+OUTBOX_DIR = "outbox"
+LEGACY_OUTBOX_FILE = "outbox.db"  # the SQLite outbox of 0.1.0, imported on first open
 NOTICES_FILE = "notices.db"
 HANDLED_COMMANDS_KEEP = 10_000
 DEFAULT_MEASURE_AGAIN = "Please take the measurement again."
@@ -180,7 +181,11 @@ class GatewayApp:
             self.pairing = stack.enter_context(PairingList(self.dir / PAIRING_FILE))
             self.notices = stack.enter_context(Notices(self.dir / NOTICES_FILE))
             self.outbox = stack.enter_context(
-                Outbox(self.dir / OUTBOX_FILE, max_bytes=self.settings.outbox_max_mb * 1024**2)
+                Outbox(
+                    self.dir / OUTBOX_DIR,
+                    max_bytes=self.settings.outbox_max_mb * 1024**2,
+                    legacy_sqlite=self.dir / LEGACY_OUTBOX_FILE,
+                )
             )
             backends = self._backends
             if backends is None:

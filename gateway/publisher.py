@@ -31,7 +31,7 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from gateway.errors import GatewayError
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, Run
 from vitalvagt.retry import Backoff
 from vitalvagt.wire import (
     MAX_PAYLOAD_BYTES,
@@ -70,11 +70,12 @@ class BrokerConfig:
     username: str | None = None  # the broker user; the gateway id unless configured otherwise
 
 
-def batch_payload(gateway_id: str, observations_json: list[str], sent_at: datetime) -> bytes:
-    """An observation batch from already-serialised observations (no re-encoding per send)."""
+def batch_payload(gateway_id: str, observations_json: bytes, sent_at: datetime) -> bytes:
+    """An observation batch around already-serialised, comma-separated observations (the
+    outbox stores them so: no re-encoding per send)."""
     stamp = sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     head = f'{{"v":1,"gateway_id":"{gateway_id}","sent_at":"{stamp}","observations":['
-    return (head + ",".join(observations_json) + "]}").encode()
+    return b"".join((head.encode(), observations_json, b"]}"))
 
 
 class Publisher:
@@ -99,8 +100,9 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
-        self._inflight: dict[int, list[int]] = {}  # message id -> outbox seqs it carries
-        self._acked: list[int] = []
+        self._inflight: dict[int, tuple[int, int]] = {}  # message id -> outbox seqs lo..hi
+        self._acked: list[tuple[int, int]] = []
+        self._acked_rows = 0
         self._flushed_at = 0.0
         self._last_handed = 0  # highest outbox seq handed to paho in this process
         self.published_messages = 0
@@ -220,7 +222,7 @@ class Publisher:
 
     # --- asyncio side -------------------------------------------------------------------
     def _status(self, state: GatewayState) -> bytes:
-        pending = self.outbox.stats().pending if self.outbox._db is not None else None
+        pending = self.outbox.stats().pending if self.outbox.is_open else None
         return encode(
             GatewayStatus(
                 gateway_id=self.config.gateway_id,
@@ -235,6 +237,7 @@ class Publisher:
         seqs = self._inflight.pop(mid, None)
         if seqs is None:
             return  # status message, or a resend already settled
+        lo, hi = seqs
         if failed:
             # Kept in the outbox; resent after the next reconnect (e.g. once the ACL is fixed).
             self.refused_messages += 1
@@ -243,27 +246,28 @@ class Publisher:
                 self.config.gateway_id,
                 mid,
                 reason,
-                len(seqs),
+                hi - lo + 1,
             )
-            self._last_handed = min(self._last_handed, min(seqs) - 1)
+            self._last_handed = min(self._last_handed, lo - 1)
             assert self._loop is not None
             self._resume_at = self._loop.time() + self._refusal_backoff.next_delay()
         else:
             self._refusal_backoff.reset()
-            self._acked.extend(seqs)
-            self.acked_readings += len(seqs)
+            self._acked.append(seqs)
+            self._acked_rows += hi - lo + 1
+            self.acked_readings += hi - lo + 1
         self._wake.set()
 
     def _flush_acks(self, *, force: bool = False) -> None:
         """Remove acknowledged readings from the outbox, in bulk: one transaction per
         ``ACK_FLUSH_ROWS`` readings or ``ACK_FLUSH_S`` seconds, not one per PUBACK."""
-        if not self._acked or self.outbox._db is None:
+        if not self._acked or not self.outbox.is_open:
             return
         now = time.monotonic()
-        if force or len(self._acked) >= ACK_FLUSH_ROWS or now - self._flushed_at >= ACK_FLUSH_S:
-            done, self._acked = self._acked, []
+        if force or self._acked_rows >= ACK_FLUSH_ROWS or now - self._flushed_at >= ACK_FLUSH_S:
+            done, self._acked, self._acked_rows = self._acked, [], 0
             self._flushed_at = now
-            self.outbox.remove(done)
+            self.outbox.acknowledge(done)
 
     async def _pump(self) -> None:
         cfg = self.config
@@ -277,29 +281,44 @@ class Publisher:
                 await asyncio.sleep(pause)  # the broker refused a message: back off
                 continue
             room = cfg.max_inflight - len(self._inflight)
-            rows = (
-                self.outbox.peek(room * cfg.batch_size, after_seq=self._last_handed)
+            runs = (
+                self.outbox.read(room * cfg.batch_size, after_seq=self._last_handed)
                 if room > 0 and self._connected.is_set()
                 else []
             )
-            if not rows:
-                self._flush_acks(force=True)
+            if not runs:
+                # Everything is handed to paho: flush what is acknowledged when nothing is
+                # in flight any more (else on the usual size/age rule, not per PUBACK).
+                self._flush_acks(force=not self._inflight)
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    # Acknowledged readings left unflushed leave the outbox on time anyway.
+                    await asyncio.wait_for(
+                        self._wake.wait(), ACK_FLUSH_S if self._acked else None
+                    )
                 continue
             now = datetime.now(UTC)
-            i = 0
-            while i < len(rows):
-                chunk = rows[i : i + cfg.batch_size]
-                payload = batch_payload(cfg.gateway_id, [r.payload for r in chunk], now)
-                while len(payload) > MAX_PAYLOAD_BYTES and len(chunk) > 1:
-                    chunk = chunk[: len(chunk) // 2]
-                    payload = batch_payload(cfg.gateway_id, [r.payload for r in chunk], now)
-                info = client.publish(topic, payload, qos=1)
-                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            for run in runs:
+                if not self._publish_run(client, topic, run, now):
                     break  # paho's window is full: wait for acknowledgements
-                self._inflight[info.mid] = [r.seq for r in chunk]
-                self._last_handed = chunk[-1].seq
-                self.published_messages += 1
-                i += len(chunk)
             await asyncio.sleep(0)  # let acknowledgements in between bursts
+
+    def _publish_run(self, client: mqtt.Client, topic: str, run: Run, now: datetime) -> bool:
+        """Publish consecutive readings in batches; False when paho's window is full."""
+        cfg = self.config
+        i = 0
+        while i < run.count:
+            j = min(run.count, i + cfg.batch_size)
+            payload = batch_payload(cfg.gateway_id, run.joined(i, j), now)
+            while len(payload) > MAX_PAYLOAD_BYTES and j - i > 1:
+                j = i + (j - i) // 2
+                payload = batch_payload(cfg.gateway_id, run.joined(i, j), now)
+            info = client.publish(topic, payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                return False
+            lo = run.first_seq + i
+            self._inflight[info.mid] = (lo, run.first_seq + j - 1)
+            self._last_handed = run.first_seq + j - 1
+            self.published_messages += 1
+            i = j
+        return True

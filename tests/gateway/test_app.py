@@ -75,7 +75,7 @@ def pairing(tmp_path: Path) -> Iterator[PairingList]:
 
 @pytest.fixture
 def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.db") as ob:
+    with Outbox(tmp_path / "outbox") as ob:
         yield ob
 
 
