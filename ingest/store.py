@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 
 from ingest.errors import DatabaseUnavailable
-from vitalvagt.wire import WireError, decode_batch, parse_topic
+from vitalvagt.wire import ObservationBatch, WireError, decode_batch, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +101,37 @@ class GatewayDirectory:
         return entry
 
 
-def validate(
-    msg: Message,
-    directory: GatewayDirectory,
-    conn: psycopg.Connection,
-    *,
-    now: datetime | None = None,
-) -> Accepted | Rejected:
-    """Check one message against the wire format and the registry; never raises WireError."""
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A message that passed the wire checks; the registry checks come next (``resolve``)."""
+
+    message: Message
+    gateway_id: str
+    batch: ObservationBatch
+
+
+def decode_message(msg: Message, *, now: datetime | None = None) -> Decoded | Rejected:
+    """The wire checks of one message (topic, schema, units, ranges, time, stable ids).
+
+    Pure: no database, so ingest runs it in its own thread while the previous batch is being
+    written (service.py)."""
     gateway_id: str | None = None
     try:
         gateway_id, _ = parse_topic(msg.topic)
         batch = decode_batch(msg.payload, topic_gateway_id=gateway_id, now=now or msg.received_at)
     except WireError as exc:
         return Rejected(msg, gateway_id, exc.code.value, str(exc))
+    return Decoded(msg, gateway_id, batch)
+
+
+def resolve(
+    decoded: Decoded | Rejected, directory: GatewayDirectory, conn: psycopg.Connection
+) -> Accepted | Rejected:
+    """The registry checks: the gateway is known, active and has a patient; the device is
+    bound. Builds the rows to store."""
+    if isinstance(decoded, Rejected):
+        return decoded
+    msg, gateway_id, batch = decoded.message, decoded.gateway_id, decoded.batch
     entry = directory.get(conn, gateway_id)
     if entry is None:
         return Rejected(
@@ -137,11 +154,13 @@ def validate(
             "gateway_unassigned",
             f"gateway {gateway_id!r} has no patient; assign one, then replay",
         )
+    patient_id, inactive = entry.patient_id, entry.inactive_devices
     rows: list[tuple[object, ...]] = []
     devices: dict[str, tuple[str | None, str | None]] = {}
     for i, o in enumerate(batch.observations):
-        address = o.device.address.upper()
-        if address in entry.inactive_devices:
+        device = o.device
+        address = device.address.upper()
+        if inactive and address in inactive:
             return Rejected(
                 msg,
                 gateway_id,
@@ -149,13 +168,25 @@ def validate(
                 f"observations[{i}].device.address: device {address} is unbound"
                 f" from gateway {gateway_id!r}",
             )
-        devices[address] = (o.device.model, o.device.serial)
+        devices[address] = (device.model, device.serial)
         rows.append((
-            o.id, o.measured_at, o.received_at, entry.patient_id, gateway_id, address,
+            o.id, o.measured_at, o.received_at, patient_id, gateway_id, address,
             o.kind.value, o.value, o.unit, o.time_source.value, o.reading_id,
-            [f.value for f in o.flags], o.body_site.value if o.body_site else None,
+            [f.value for f in o.flags] if o.flags else [],
+            o.body_site.value if o.body_site else None,
         ))  # fmt: skip
-    return Accepted(msg, gateway_id, entry.patient_id, rows, devices)
+    return Accepted(msg, gateway_id, patient_id, rows, devices)
+
+
+def validate(
+    msg: Message,
+    directory: GatewayDirectory,
+    conn: psycopg.Connection,
+    *,
+    now: datetime | None = None,
+) -> Accepted | Rejected:
+    """Check one message against the wire format and the registry; never raises WireError."""
+    return resolve(decode_message(msg, now=now), directory, conn)
 
 
 class Store:

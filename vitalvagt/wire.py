@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.kinds import KIND_SPECS
-from vitalvagt.observation import GatewayId, Observation, stable_id_bytes
+from vitalvagt.observation import GatewayId, Observation, stable_id_int
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "vv/v1/gw"
@@ -270,15 +270,13 @@ def check_batch(
                 f"{obs.measured_at.isoformat()} is more than {max_future} ahead of the hub's clock",
             )
         if verify_ids:
-            expected = stable_id_bytes(
-                batch.gateway_id, obs.device.address, obs.kind, obs.measured_at
-            )
-            if obs.id.bytes != expected:
+            expected = stable_id_int(batch.gateway_id, obs.device.address, obs.kind, obs.measured_at)
+            if obs.id.int != expected:
                 raise WireError(
                     WireErrorCode.ID_MISMATCH,
                     f"{where}.id",
                     f"{obs.id} is not the stable id of this reading"
-                    f" (expected {uuid.UUID(bytes=expected)})",
+                    f" (expected {uuid.UUID(int=expected)})",
                 )
 
 
