@@ -270,7 +270,9 @@ def check_batch(
                 f"{obs.measured_at.isoformat()} is more than {max_future} ahead of the hub's clock",
             )
         if verify_ids:
-            expected = stable_id_int(batch.gateway_id, obs.device.address, obs.kind, obs.measured_at)
+            expected = stable_id_int(
+                batch.gateway_id, obs.device.address, obs.kind, obs.measured_at
+            )
             if obs.id.int != expected:
                 raise WireError(
                     WireErrorCode.ID_MISMATCH,

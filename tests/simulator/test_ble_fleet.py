@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import replace
 from datetime import date
@@ -59,7 +58,6 @@ def key(gateway_id: str, address: str, kind: str, measured_at: object) -> Key:
 def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
     stack: Stack, tmp_path: Path
 ) -> None:
-    began = time.monotonic()
     cohort = write_cohort(tmp_path / "cohort", SPEC).path
     homes = list(iter_homes(cohort))
     ble_gateways = {h.gateway_id for h in homes[:BLE_HOMES]}
@@ -125,7 +123,6 @@ def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
     for k, r in ble_rows.items():
         cohort_parts[r.reading_id or r.id].add(k)
     assert sorted(map(sorted, parts.values())) == sorted(map(sorted, cohort_parts.values()))
-    assert time.monotonic() - began < 60
 
 
 def check(row: ObservationRow, o: Observation) -> None:
