@@ -6,7 +6,9 @@ Measured in one run, on a private embedded stack (temporary directory, free port
   baseline 1  the same paho publisher -> mosquitto_sub, QoS 1, no database (messages/s)
   baseline 2  bare binary COPY into the observations hypertable (rows/s)
   case (a)    one reading per message, end to end (readings/s), against baseline 1
-  case (b)    50 readings per message, end to end (readings/s), target >= 100,000
+  case (b)    50 readings per message, end to end (readings/s), target >= 100,000, with the
+              CPU that ingest, PostgreSQL, mosquitto and the publisher spent per reading
+  case (b2)   the same with two ingest processes on the shared subscription
   latency     steady 1,000 readings/s for a while: publish-to-commit p50/p99 (target p99 <= 200 ms)
 Ingest runs as its own process (`vitalvagt ingest run`), as in production.
 """
@@ -136,7 +138,7 @@ def count(conn: psycopg.Connection, gw: str) -> int:
     return conn.execute(sql, (gw,)).fetchone()[0]
 
 
-def cpu_seconds(ingest_pid: int) -> dict[str, float]:
+def cpu_seconds(ingest_pids: set[int]) -> dict[str, float]:
     """CPU time (user + system) so far of ingest, PostgreSQL, mosquitto and this process (the
     publisher), from /proc: where the machine's two cores go."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -149,7 +151,7 @@ def cpu_seconds(ingest_pid: int) -> dict[str, float]:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         used = (int(fields[11]) + int(fields[12])) / tick
-        if int(pid) == ingest_pid:
+        if int(pid) in ingest_pids:
             out["ingest"] += used
         elif int(pid) == os.getpid():
             out["publisher (bench)"] += used
@@ -239,13 +241,13 @@ def latency(stack: Stack, gw: str, pw: str, rate: int, seconds: int) -> list[flo
     return sorted((committed[i] - sent[i]) * 1000 for i in ids if i in committed)
 
 
-def start_ingest(stack: Stack) -> subprocess.Popen[str]:
+def start_ingest(stack: Stack, instance: str = "bench") -> subprocess.Popen[str]:
     """`vitalvagt ingest run` on the bench's stack, as its own process; returns once subscribed."""
     env = {**os.environ, "VV_STATE_DIR": str(stack.paths.root),
            "VV_PG_PORT": str(stack.settings.pg_port),
            "VV_MQTT_PORT": str(stack.settings.mqtt_port), "PYTHONPATH": str(ROOT)}  # fmt: skip
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", "bench",
+        [sys.executable, "-m", "vitalvagt.cli", "ingest", "run", "--instance", instance,
          "--health-port", "0", "--no-jobs", "--end-session-on-exit"],
         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert ingest.stderr is not None
@@ -254,6 +256,22 @@ def start_ingest(stack: Stack) -> subprocess.Popen[str]:
             break
     threading.Thread(target=ingest.stderr.read, daemon=True).start()
     return ingest
+
+
+def case_b(
+    stack: Stack, creds: dict[str, str], ingests: list[subprocess.Popen[str]], n: int, gw: str,
+    raw_copy: float,
+) -> float:
+    """50 readings a message end to end, and where the CPU went (per process, per reading)."""
+    payloads = make_payloads(gw, n, 50)
+    pids = {p.pid for p in ingests}
+    before = cpu_seconds(pids)
+    rate = end_to_end(stack, gw, creds[gw], payloads, n)
+    used = {k: v - before[k] for k, v in cpu_seconds(pids).items()}
+    print(f"            {len(ingests)} ingest process(es): {rate:,.0f} readings/s; CPU per "
+          f"reading, {sum(used.values()) * rate / n:.2f} of {os.cpu_count()} cores busy: "
+          + ", ".join(f"{k} {v / n * 1e6:.1f} us" for k, v in used.items()))
+    return rate
 
 
 def main() -> None:
@@ -275,7 +293,7 @@ def main() -> None:
             conn.execute("INSERT INTO acute_teams (id, municipality_id, name)"
                          " VALUES ('bench', '0000', 'Bench')")
             creds = {}
-            for gw in ("gw-bench-raw", "gw-bench-a", "gw-bench-b", "gw-bench-lat"):
+            for gw in ("gw-bench-raw", "gw-bench-a", "gw-bench-b", "gw-bench-b2", "gw-bench-lat"):
                 conn.execute("INSERT INTO patients (id, municipality_id, team_id, patient_group)"
                              " VALUES (%s, '0000', 'bench', 'copd')", (f"p-{gw}",))
                 creds[gw] = provision_gateway(conn, gw, patient_id=f"p-{gw}")
@@ -296,15 +314,17 @@ def main() -> None:
                        make_payloads("gw-bench-a", n_a, 1), n_a)
         print(f"case (a)    1 reading/message end to end:    {a:,.0f} readings/s "
               f"= {100 * a / raw_mqtt:.0f} % of bare MQTT (target >= 60 %)")
-        payloads_b = make_payloads("gw-bench-b", n_b, 50)
-        cpu_before = cpu_seconds(ingest.pid)
-        b = end_to_end(stack, "gw-bench-b", creds["gw-bench-b"], payloads_b, n_b)
-        used = {k: v - cpu_before[k] for k, v in cpu_seconds(ingest.pid).items()}
+        b = case_b(stack, creds, [ingest], n_b, "gw-bench-b", raw_copy)
         print(f"case (b)    50 readings/message end to end:  {b:,.0f} readings/s "
               f"= {100 * b / raw_copy:.0f} % of bare COPY (target >= 100,000/s)")
-        print(f"            CPU per reading in (b), {sum(used.values()) * b / n_b:.2f} of "
-              f"{os.cpu_count()} cores busy: "
-              + ", ".join(f"{k} {v / n_b * 1e6:.1f} us" for k, v in used.items()))
+        second = start_ingest(stack, "bench-2")
+        try:
+            b2 = case_b(stack, creds, [ingest, second], n_b, "gw-bench-b2", raw_copy)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        print(f"case (b2)   the same, two ingest processes on the shared subscription: "
+              f"{b2:,.0f} readings/s")
         lat = latency(stack, "gw-bench-lat", creds["gw-bench-lat"], 1000, lat_s)
         if lat:
             p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
