@@ -153,7 +153,8 @@ class IngestService:
                     outcomes.append(decode_message(msg))
                 except Exception as exc:  # a bug, not bad input: keep the message, say why
                     log.exception("ingest: decoding a message on %s failed", msg.topic)
-                    outcomes.append(Rejected(msg, None, "internal_error", f"{exc!r}"))
+                    reason = f"internal_error: decoding failed ({exc!r}); replay after the fix"
+                    outcomes.append(Rejected(msg, None, "internal_error", reason))
             while not self._stop.is_set():
                 try:
                     self._decoded.put(outcomes, timeout=0.5)

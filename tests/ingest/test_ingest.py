@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import psycopg
 import pytest
 
 from ingest.deadletters import replay
 from ingest.service import IngestService
+from ingest.store import Message
 from tests.ingest.conftest import (
     add_home,
     count_rows,
     gateway_client,
+    ingest_config,
     payloads,
     readings,
     wait_for,
@@ -126,3 +130,45 @@ def test_unknown_gateway_is_dead_lettered_then_stored_after_registration_and_rep
         "SELECT count(*) FROM dead_letters WHERE gateway_id = %s AND replayed_at IS NULL", (gw,)
     ).fetchone()[0]
     assert left == 0
+
+
+def test_a_bug_in_decoding_dead_letters_the_message_and_ingest_keeps_going(
+    stack: Stack, registry: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault injected into the decoder stage (no real input makes the decoder raise): the
+    # message must be kept with the reason, and the readings after it still stored.
+    import ingest.service as service_module
+
+    real = service_module.decode_message
+
+    def buggy(msg: Message, **kw: object) -> object:
+        if b"boom" in msg.payload:
+            raise RuntimeError("boom")
+        return real(msg, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "decode_message", buggy)
+    gw, pw, _ = add_home(registry, stack, "bug")
+    service = IngestService(ingest_config(stack, "vv-ingest-bug"))
+    thread = threading.Thread(target=service.run, name="ingest-bug")
+    thread.start()
+    try:
+        assert service.wait_connected(10)
+        time.sleep(0.2)
+        c = gateway_client(stack, gw, pw)
+        try:
+            c.publish(f"vv/v1/gw/{gw}/obs", b'{"boom": 1}')
+            for payload in payloads(gw, readings(gw, 3), 1):
+                c.publish(f"vv/v1/gw/{gw}/obs", payload)
+        finally:
+            c.close()
+        wait_for(lambda: count_rows(registry, gw)[0] == 3, 10, "the readings after the bad one")
+        (code, reason, payload), = registry.execute(
+            "SELECT reason_code, reason, payload FROM dead_letters WHERE topic = %s",
+            (f"vv/v1/gw/{gw}/obs",),
+        ).fetchall()
+        assert (code, bytes(payload)) == ("internal_error", b'{"boom": 1}')
+        assert reason.startswith("internal_error: ") and "boom" in reason
+    finally:
+        service.stop()
+        thread.join(15)
+    assert not thread.is_alive()
