@@ -45,6 +45,7 @@ one segment (``SEGMENT_BYTES``) of acknowledged readings not yet deleted.
 from __future__ import annotations
 
 import bisect
+import fcntl
 import json
 import logging
 import os
@@ -70,6 +71,7 @@ WARN_FRACTION = 0.8
 SEGMENT_BYTES = 4 * 1024 * 1024
 RECENT_IDS = 50_000
 STATE_FILE = "state.json"
+LOCK_FILE = "lock"
 DATA_SUFFIX, INDEX_SUFFIX = ".seg", ".idx"
 ENTRY = struct.Struct("<IIQ16s")  # JSON length, CRC-32, seq, stable id
 SEPARATOR = b","
@@ -188,6 +190,7 @@ class Outbox:
         self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._warned = False
         self._open = False
+        self._lock_fd: int | None = None
 
     # --- life cycle ---------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -203,6 +206,7 @@ class Outbox:
     def open(self) -> Self:
         with self._lock:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_directory()
             state = self._read_state()
             self._acked = int(state.get("acked", 0))
             self._dropped_total = int(state.get("dropped_total", 0))
@@ -237,6 +241,22 @@ class Outbox:
             if self._open:
                 self._write_state(fsync=False)
             self._open = False
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
+
+    def _lock_directory(self) -> None:
+        """One process at a time: two appending to the same segment would interleave."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxError(
+                f"outbox {self.path} is in use by another process (is the gateway already"
+                " running? stop it, or give this one its own VV_GATEWAY_DIR)"
+            ) from None
+        self._lock_fd = fd
 
     def _close_active(self) -> None:
         if self._fds is not None:

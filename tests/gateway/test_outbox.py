@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import gateway.outbox as outbox_module
-from gateway.outbox import Outbox, OutboxStats
+from gateway.outbox import Outbox, OutboxError, OutboxStats
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import DeviceRef, Observation
 
@@ -210,3 +210,13 @@ def test_the_sqlite_outbox_of_0_1_is_imported_once(tmp_path: Path) -> None:
     assert not old.exists() and (tmp_path / "outbox.db.imported").exists()
     with Outbox(tmp_path / "o", legacy_sqlite=old) as ob:
         assert ob.stats().pending == 5
+
+
+def test_a_second_process_cannot_open_the_same_outbox(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o") as ob:
+        ob.add([reading(0)])
+        with pytest.raises(OutboxError, match="in use by another process"):
+            Outbox(tmp_path / "o").open()
+        assert ob.add([reading(1)]) == 1  # the first one is unaffected
+    with Outbox(tmp_path / "o") as ob:  # released on close
+        assert ob.stats().pending == 2
