@@ -519,7 +519,12 @@ class Outbox:
                     self._acked_above[-1] = (last_lo, max(last_hi, hi))
                 else:
                     self._acked_above.append((lo, hi))
-            self._write_state(fsync=False)
+            try:
+                self._write_state(fsync=False)
+            except OSError as exc:
+                # Not fatal: the files below the watermark still go (freeing the disk), and
+                # open() takes the watermark from the oldest file left.
+                log.warning("outbox %s: cannot write %s (%s)", self.path, STATE_FILE, exc)
             self._delete_acked_segments()
             if self._pending_bytes() < WARN_FRACTION * self.max_bytes:
                 self._warned = False
