@@ -41,6 +41,7 @@ from ingest.store import (
     Message,
     Rejected,
     Store,
+    WriteResult,
     decode_message,
     resolve,
 )
@@ -174,7 +175,16 @@ class IngestService:
                 for outcome in outcomes:
                     checked = resolve(outcome, self._directory, store.conn)
                     (accepted if isinstance(checked, Accepted) else rejected).append(checked)
-                result = store.write(accepted, rejected)
+                try:
+                    result = store.write(accepted, rejected)
+                except psycopg.DatabaseError as exc:
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
+                    # Refused, not unavailable: retrying the batch would refuse it forever
+                    # and hold up every message behind it. Find the message(s) it refuses.
+                    log.error("ingest batch of %d: the database refused it (%s); storing its"
+                              " messages one by one", len(outcomes), exc)  # fmt: skip
+                    result = self._write_one_by_one(store, accepted, rejected)
             except (DatabaseUnavailable, psycopg.OperationalError) as exc:
                 store.close()
                 delay = backoff.next_delay()
@@ -188,6 +198,29 @@ class IngestService:
             for r in rejected:
                 log.warning("gateway %s: dead letter %s: %s", r.gateway_id, r.code, r.reason)
             return
+
+    @staticmethod
+    def _write_one_by_one(
+        store: Store, accepted: list[Accepted], rejected: list[Rejected]
+    ) -> WriteResult:
+        """Each message in its own transaction; one the database refuses becomes a dead letter
+        with the database's reason (appended to ``rejected``)."""
+        result = WriteResult()
+        for a in accepted:
+            try:
+                part = store.write([a], [])
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                why = (str(exc).splitlines() or [type(exc).__name__])[0].replace("\x00", "")
+                reason = f"storage_refused: the database refused it: {why}"
+                rejected.append(Rejected(a.message, a.gateway_id, "storage_refused", reason))
+                continue
+            result.inserted += part.inserted
+            result.duplicates += part.duplicates
+            result.patients |= part.patients
+        result.dead_letters = store.write([], rejected).dead_letters
+        return result
 
     def _ack(self, outcomes: list[Decoded | Rejected]) -> None:
         client = self._client

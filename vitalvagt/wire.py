@@ -195,6 +195,8 @@ def decode_batch(
         batch = None
     if batch is None:
         batch = _diagnose(raw)
+    if (b"\\u0000" if isinstance(raw, bytes) else "\\u0000") in raw:
+        _refuse_nul(batch)  # valid JSON, but no database text can hold it
     check_batch(
         batch,
         topic_gateway_id=topic_gateway_id,
@@ -203,6 +205,23 @@ def decode_batch(
         verify_ids=verify_ids,
     )
     return batch
+
+
+def _refuse_nul(batch: ObservationBatch) -> None:
+    """Name the text field that holds a NUL character (``\\u0000``), if one does."""
+    for i, obs in enumerate(batch.observations):
+        for name, value in (
+            ("unit", obs.unit),
+            ("device.address", obs.device.address),
+            ("device.model", obs.device.model),
+            ("device.serial", obs.device.serial),
+        ):
+            if value is not None and "\x00" in value:
+                raise WireError(
+                    WireErrorCode.INVALID_FIELD,
+                    f"observations[{i}].{name}",
+                    "contains a NUL character (\\u0000), which cannot be stored; remove it",
+                )
 
 
 def _diagnose(raw: bytes | str) -> ObservationBatch:

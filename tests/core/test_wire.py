@@ -252,3 +252,21 @@ def test_fast_stable_id_is_the_documented_uuid5(
     at = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
     text = f"{gw}|{addr.upper()}|{kind.value}|{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
     assert stable_id(gw, addr, kind, at) == uuid.uuid5(OBSERVATION_NAMESPACE, text)
+
+
+@pytest.mark.parametrize("field", ["model", "serial", "address"])
+def test_a_nul_character_in_text_is_refused_by_name(field: str) -> None:
+    # Valid JSON, but no PostgreSQL text can hold it: it must be a dead letter, not a batch
+    # the database refuses (which once stopped ingest).
+    device = {"address": "C0:FF:EE:00:00:01", "model": "PO-60", "serial": "123"}
+    device[field] = device[field][:2] + "\x00" + device[field][2:]
+    err = error(first_obs(device=device))
+    assert (err.code, err.field) == (WireErrorCode.INVALID_FIELD, f"observations[0].device.{field}")
+    assert "NUL" in err.reason
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    doc = first_obs(device={"address": "C0:FF:EE:00:00:01", "model": "PO\\u000060"})
+    assert "\\\\u0000" in json.dumps(doc)
+    batch = decode_batch(json.dumps(doc), topic_gateway_id=GW, now=NOW)
+    assert batch.observations[0].device.model == "PO\\u000060"

@@ -81,6 +81,8 @@ def test_each_malformed_class_is_dead_lettered_with_its_reason_and_ingest_keeps_
         "oversize": b"{" + b" " * 300_000 + b"}",
         "gateway_mismatch": json.dumps({**doc, "gateway_id": "gw-someone"}).encode(),
         "id_mismatch": variant(id="00000000-0000-4000-8000-000000000000"),
+        # Valid JSON that no PostgreSQL text column can hold: once, it stopped ingest.
+        "invalid_field": variant(device={"address": "00:11:22:33:44:55", "model": "PO\u000060"}),
     }
     c = gateway_client(stack, gw, pw)
     try:
@@ -172,3 +174,41 @@ def test_a_bug_in_decoding_dead_letters_the_message_and_ingest_keeps_going(
         service.stop()
         thread.join(15)
     assert not thread.is_alive()
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_stored(
+    stack: Stack, registry: psycopg.Connection, ingest: IngestService
+) -> None:
+    # A real refusal by PostgreSQL (a CHECK constraint added for the test), for a message
+    # that passes every wire and registry check: retrying would refuse it forever.
+    gw, pw, _ = add_home(registry, stack, "refused")
+    obs = readings(gw, 6)
+    doc = json.loads(payloads(gw, [obs[2]], 1)[0])
+    doc["observations"][0]["value"] = 71.25  # plausible, and what the constraint refuses
+    refused = json.dumps(doc).encode()
+    registry.execute("ALTER TABLE observations ADD CONSTRAINT test_refuse CHECK (value <> 71.25)")
+    try:
+        c = gateway_client(stack, gw, pw)
+        try:
+            for i, payload in enumerate(payloads(gw, obs, 1)):
+                c.publish(f"vv/v1/gw/{gw}/obs", refused if i == 2 else payload)
+        finally:
+            c.close()
+        wait_for(lambda: count_rows(registry, gw)[0] == 5, 15, "the five other readings")
+        wait_for(
+            lambda: registry.execute(
+                "SELECT count(*) FROM dead_letters WHERE gateway_id = %s", (gw,)
+            ).fetchone()[0] == 1,
+            10,
+            "the refused message's dead letter",
+        )
+    finally:
+        registry.execute("ALTER TABLE observations DROP CONSTRAINT test_refuse")
+    code, reason, payload = registry.execute(
+        "SELECT reason_code, reason, payload FROM dead_letters WHERE gateway_id = %s", (gw,)
+    ).fetchone()
+    assert (code, bytes(payload)) == ("storage_refused", refused)
+    assert reason.startswith("storage_refused: ") and "test_refuse" in reason
+    stored = {r[0] for r in registry.execute(
+        "SELECT id FROM observations WHERE gateway_id = %s", (gw,)).fetchall()}  # fmt: skip
+    assert stored == {o.id for i, o in enumerate(obs) if i != 2}
