@@ -61,7 +61,19 @@ def replay(database_url: str, *, ids: list[int] | None = None) -> list[ReplayOut
         for dl_id, topic, payload in letters:
             outcome = validate(Message(topic, bytes(payload), datetime.now(UTC)), directory, conn)
             if isinstance(outcome, Accepted):
-                result = store.write([outcome], [])
+                try:
+                    result = store.write([outcome], [])
+                except psycopg.DatabaseError as exc:
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise
+                    # Still refused by the database: say so and go on with the next one.
+                    why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    detail = f"still refused: storage_refused: the database refused it: {why}"
+                    conn.execute(
+                        "UPDATE dead_letters SET replay_result = %s WHERE id = %s", (detail, dl_id)
+                    )
+                    outcomes.append(ReplayOutcome(dl_id, False, detail))
+                    continue
                 detail = f"stored {result.inserted} readings ({result.duplicates} already stored)"
                 conn.execute(
                     "UPDATE dead_letters SET replayed_at = now(), replay_result = %s WHERE id = %s",
