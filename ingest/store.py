@@ -290,7 +290,7 @@ class Store:
                 result.dead_letters = len(rejected)
             if result.patients:
                 # Delivered to LISTENers only when this transaction commits.
-                for chunk in _chunks(sorted(result.patients), 200):
+                for chunk in notify_chunks(sorted(result.patients)):
                     cur.execute(
                         "SELECT pg_notify(%s, %s)",
                         (NOTIFY_CHANNEL, json.dumps({"patients": chunk})),
@@ -330,6 +330,19 @@ class Store:
         )
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+NOTIFY_MAX_BYTES = 7900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
+
+
+def notify_chunks(patients: list[str]) -> Iterable[list[str]]:
+    """Patient ids in groups whose ``{"patients": [...]}`` stays under the NOTIFY limit."""
+    chunk: list[str] = []
+    size = len('{"patients": []}')
+    for p in patients:
+        need = len(json.dumps(p)) + 2  # quoted, and ", " before it
+        if chunk and size + need > NOTIFY_MAX_BYTES:
+            yield chunk
+            chunk, size = [], len('{"patients": []}')
+        chunk.append(p)
+        size += need
+    if chunk:
+        yield chunk

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.deadletters import replay
 from ingest.service import IngestService
-from ingest.store import Message
+from ingest.store import Message, notify_chunks
 from tests.ingest.conftest import (
     add_home,
     count_rows,
@@ -220,3 +220,14 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_bat
     stored = {r[0] for r in registry.execute(
         "SELECT id FROM observations WHERE gateway_id = %s", (gw,)).fetchall()}  # fmt: skip
     assert stored == {o.id for o in obs}
+
+
+def test_notify_chunks_stay_under_postgresql_s_payload_limit(registry: psycopg.Connection) -> None:
+    # 300 pseudonyms of the longest allowed length would be 20 kB in one NOTIFY.
+    patients = [f"p{i:03d}-" + "x" * 58 for i in range(300)]
+    chunks = list(notify_chunks(patients))
+    assert [p for c in chunks for p in c] == patients and len(chunks) > 1
+    for chunk in chunks:  # the real server takes every one of them
+        payload = json.dumps({"patients": chunk})
+        assert len(payload.encode()) < 8000
+        registry.execute("SELECT pg_notify('vv_test', %s)", (payload,))
