@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -182,6 +183,18 @@ def bench_replay(cfg: BrokerConfig, work: Path, n: int, rounds: int) -> None:
     print(
         f"  replay / bare: {best_bare / best_pub:.0%} best against best, "
         f"{statistics.median(ratios):.0%} median of the rounds' own ratios (target >= 50 %)"
+    )
+    # Memory: one more round, not timed, with tracemalloc (it slows Python down): the peak
+    # of Python's heap while the Publisher replays the whole backlog.
+    copy = copy_outbox(template, work / "replay-memory")
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    asyncio.run(replay_publisher(cfg, copy))
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    print(
+        f"  peak Python heap during the replay of {n:,} readings ({size / 1e6:.0f} MB of JSON):"
+        f" {peak / 1e6:.1f} MB above the start (tracemalloc)"
     )
     # What the outbox itself costs: reading every reading once and acknowledging them all
     # in batches as the Publisher does, with no network at all.

@@ -1,7 +1,9 @@
 """Publishes the outbox over MQTT 5 with paho-mqtt 2.x, and receives the hub's commands.
 
 - QoS 1; a reading leaves the outbox only when its message's PUBACK reports success.
-- At most ``max_inflight`` messages unacknowledged (never above 65,535, paho's message-id
+- At most ``max_inflight`` messages and about ``max_inflight_bytes`` of payload
+  unacknowledged (paho holds each until its PUBACK; the byte bound keeps a replay after days
+  offline inside a tablet's memory). Never above 65,535 messages, paho's message-id
   space); while catching up, up to ``batch_size`` readings go in one message.
 - paho reconnects with back-off by itself and resends its in-flight messages in order; a
   restarted process resends everything still in the outbox (the stable id de-duplicates).
@@ -49,6 +51,9 @@ log = logging.getLogger(__name__)
 MQTT_MAX_INFLIGHT = 65_535
 ACK_FLUSH_ROWS = 5000
 ACK_FLUSH_S = 0.25
+# Readings read from the outbox at a time (about 2.5 MB): a replay after days offline must
+# not hold the whole backlog in memory on a tablet with an 80 MB budget.
+READ_MAX_READINGS = 10_000
 SESSION_EXPIRY_S = 7 * 24 * 3600  # commands wait a week for a tablet that is off
 
 
@@ -65,6 +70,7 @@ class BrokerConfig:
     tls_ca: Path | None = None
     keepalive_s: int = 30
     max_inflight: int = 1000
+    max_inflight_bytes: int = 4 * 1024 * 1024
     batch_size: int = 100
     software: str = "vitalvagt-gateway 0.1.0"
     username: str | None = None  # the broker user; the gateway id unless configured otherwise
@@ -100,7 +106,8 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
-        self._inflight: dict[int, tuple[int, int]] = {}  # message id -> outbox seqs lo..hi
+        self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (seq lo, seq hi, bytes)
+        self._inflight_bytes = 0
         self._acked: list[tuple[int, int]] = []
         self._acked_rows = 0
         self._flushed_at = 0.0
@@ -234,10 +241,12 @@ class Publisher:
         )
 
     def _settle(self, mid: int, failed: bool, reason: str) -> None:
-        seqs = self._inflight.pop(mid, None)
-        if seqs is None:
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
             return  # status message, or a resend already settled
-        lo, hi = seqs
+        lo, hi, size = sent
+        self._inflight_bytes -= size
+        seqs = (lo, hi)
         if failed:
             # Kept in the outbox; resent after the next reconnect (e.g. once the ACL is fixed).
             self.refused_messages += 1
@@ -281,8 +290,12 @@ class Publisher:
                 await asyncio.sleep(pause)  # the broker refused a message: back off
                 continue
             room = cfg.max_inflight - len(self._inflight)
+            if self._inflight_bytes >= cfg.max_inflight_bytes:
+                room = 0  # enough bytes in flight: wait for acknowledgements
             runs = (
-                self.outbox.read(room * cfg.batch_size, after_seq=self._last_handed)
+                self.outbox.read(
+                    min(room * cfg.batch_size, READ_MAX_READINGS), after_seq=self._last_handed
+                )
                 if room > 0 and self._connected.is_set()
                 else []
             )
@@ -304,7 +317,8 @@ class Publisher:
             await asyncio.sleep(0)  # let acknowledgements in between bursts
 
     def _publish_run(self, client: mqtt.Client, topic: str, run: Run, now: datetime) -> bool:
-        """Publish consecutive readings in batches; False when paho's window is full."""
+        """Publish consecutive readings in batches; False when the window (messages or bytes)
+        is full."""
         cfg = self.config
         i = 0
         while i < run.count:
@@ -317,8 +331,11 @@ class Publisher:
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 return False
             lo = run.first_seq + i
-            self._inflight[info.mid] = (lo, run.first_seq + j - 1)
+            self._inflight[info.mid] = (lo, run.first_seq + j - 1, len(payload))
+            self._inflight_bytes += len(payload)
             self._last_handed = run.first_seq + j - 1
             self.published_messages += 1
             i = j
+            if self._inflight_bytes >= cfg.max_inflight_bytes:
+                return False  # the rest of the run is read again after acknowledgements
         return True
