@@ -144,6 +144,12 @@ class IngestService:
 
     def _decode_loop(self) -> None:
         """The decoder stage: batches from the inbox, wire-checked, to the writer."""
+        try:
+            self._decode_batches()
+        except Exception:  # the writer notices the thread is gone and stops the service
+            log.exception("ingest %s: the decoder stopped", self.config.client_id)
+
+    def _decode_batches(self) -> None:
         while not self._stop.is_set():
             batch = self._collect()
             if not batch:
@@ -243,6 +249,12 @@ class IngestService:
                     try:
                         outcomes = self._decoded.get(timeout=0.5)
                     except queue.Empty:
+                        if not decoder.is_alive() and not self._stop.is_set():
+                            # Not a stall to sit out: exit so the service manager restarts us;
+                            # the unacknowledged messages come again.
+                            raise IngestError(
+                                "the decoder thread stopped; see the log above"
+                            ) from None
                         self.metrics.oldest_unacked_s.set(0)
                         continue
                     self.metrics.oldest_unacked_s.set(

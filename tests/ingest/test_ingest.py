@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from ingest.deadletters import replay
+from ingest.errors import IngestError
 from ingest.service import IngestService
 from ingest.store import Message, notify_chunks
 from tests.ingest.conftest import (
@@ -231,3 +233,18 @@ def test_notify_chunks_stay_under_postgresql_s_payload_limit(registry: psycopg.C
         payload = json.dumps({"patients": chunk})
         assert len(payload.encode()) < 8000
         registry.execute("SELECT pg_notify('vv_test', %s)", (payload,))
+
+
+def test_ingest_exits_when_its_decoder_stops(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A fault injected outside the per-message guard: a stalled ingest that reports itself
+    # healthy would be worse than one that exits for its service manager to restart.
+    def broken(self: IngestService) -> list[Message]:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(IngestService, "_collect", broken)
+    service = IngestService(ingest_config(stack, "vv-ingest-decoder-dies"))
+    with caplog.at_level(logging.ERROR), pytest.raises(IngestError, match="decoder thread"):
+        service.run()
+    assert any("the decoder stopped" in r.getMessage() for r in caplog.records)
