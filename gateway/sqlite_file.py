@@ -1,4 +1,4 @@
-"""The life cycle the gateway's SQLite files share (outbox, pairing list, notices)."""
+"""The life cycle the gateway's SQLite files share (pairing list, notices)."""
 
 from __future__ import annotations
 
