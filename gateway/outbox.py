@@ -44,7 +44,6 @@ one segment (``SEGMENT_BYTES``) of acknowledged readings not yet deleted.
 
 from __future__ import annotations
 
-import bisect
 import fcntl
 import json
 import logging
@@ -417,8 +416,7 @@ class Outbox:
             return
         excess = pending_bytes - self.max_bytes
         freed, dropped, seq = 0, 0, self._acked
-        for lo, hi in list(self._pending_ranges()):
-            seg = self._segment_of(lo)
+        for seg, lo, hi in list(self._pending_ranges()):
             for s in range(lo, hi + 1):
                 if freed >= excess:
                     break
@@ -439,9 +437,9 @@ class Outbox:
         )
 
     # --- reading ------------------------------------------------------------------------
-    def _pending_ranges(self, after_seq: int = 0) -> Iterator[tuple[int, int]]:
+    def _pending_ranges(self, after_seq: int = 0) -> Iterator[tuple[_Segment, int, int]]:
         """Inclusive seq ranges of readings not acknowledged, after ``after_seq``, in order,
-        never crossing a segment boundary."""
+        each within one segment (given with it)."""
         lo_bound = max(after_seq, self._acked) + 1
         for seg in self._segments:
             lo, hi = max(seg.first_seq, lo_bound), seg.end_seq - 1
@@ -449,14 +447,10 @@ class Outbox:
                 if a_hi < lo or a_lo > hi:
                     continue
                 if a_lo > lo:
-                    yield lo, a_lo - 1
+                    yield seg, lo, a_lo - 1
                 lo = max(lo, a_hi + 1)
             if lo <= hi:
-                yield lo, hi
-
-    def _segment_of(self, seq: int) -> _Segment:
-        firsts = [s.first_seq for s in self._segments]
-        return self._segments[bisect.bisect_right(firsts, seq) - 1]
+                yield seg, lo, hi
 
     def read(self, limit: int, *, after_seq: int = 0) -> list[Run]:
         """Up to ``limit`` oldest pending readings after ``after_seq``, as runs."""
@@ -475,11 +469,10 @@ class Outbox:
         with self._lock:
             self._check_open()
             left = limit
-            for lo, hi in list(self._pending_ranges(after_seq)):
+            for seg, lo, hi in list(self._pending_ranges(after_seq)):
                 if left <= 0:
                     break
                 hi = min(hi, lo + left - 1)
-                seg = self._segment_of(lo)
                 a, b = lo - seg.first_seq, hi - seg.first_seq + 1
                 start = seg.ends[a]
                 with open(seg.data_path, "rb") as f:
@@ -543,14 +536,14 @@ class Outbox:
 
     # --- statistics ---------------------------------------------------------------------
     def _pending_bytes(self) -> int:
-        return sum(self._segment_of(lo).json_bytes(lo, hi + 1) for lo, hi in self._pending_ranges())
+        return sum(seg.json_bytes(lo, hi + 1) for seg, lo, hi in self._pending_ranges())
 
     def stats(self) -> OutboxStats:
         with self._lock:
             self._check_open()
             ranges = list(self._pending_ranges())
-            pending = sum(hi - lo + 1 for lo, hi in ranges)
-            size = sum(self._segment_of(lo).json_bytes(lo, hi + 1) for lo, hi in ranges)
+            pending = sum(hi - lo + 1 for _, lo, hi in ranges)
+            size = sum(seg.json_bytes(lo, hi + 1) for seg, lo, hi in ranges)
         return OutboxStats(pending, size, self.max_bytes, self._dropped_total)
 
     # --- the SQLite outbox of version 0.1.0 ---------------------------------------------

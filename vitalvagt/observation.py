@@ -84,13 +84,6 @@ def stable_id_int(
     return _uuid5_int(_NS_BYTES, text)
 
 
-def stable_id_bytes(
-    gateway_id: str, device_address: str, kind: Kind | str, measured_at: datetime
-) -> bytes:
-    """The 16 bytes of the stable id."""
-    return stable_id_int(gateway_id, device_address, kind, measured_at).to_bytes(16, "big")
-
-
 _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_5 = (0x5000 << 64) | (0x8000 << 48)  # version 5, RFC 4122 variant
 
