@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from ingest.errors import StorageRefused
 from ingest.store import Accepted, GatewayDirectory, Message, Store, validate
 
 
@@ -63,12 +64,9 @@ def replay(database_url: str, *, ids: list[int] | None = None) -> list[ReplayOut
             if isinstance(outcome, Accepted):
                 try:
                     result = store.write([outcome], [])
-                except psycopg.DatabaseError as exc:
-                    if isinstance(exc, psycopg.OperationalError):
-                        raise
+                except StorageRefused as exc:
                     # Still refused by the database: say so and go on with the next one.
-                    why = (str(exc).splitlines() or [type(exc).__name__])[0]
-                    detail = f"still refused: storage_refused: the database refused it: {why}"
+                    detail = f"still refused: {exc.reason}"
                     conn.execute(
                         "UPDATE dead_letters SET replay_result = %s WHERE id = %s", (detail, dl_id)
                     )

@@ -9,3 +9,12 @@ class IngestError(VitalvagtError):
 
 class DatabaseUnavailable(IngestError):
     """The database refused or dropped the connection; the batch is retried, not lost."""
+
+
+class StorageRefused(IngestError):
+    """The database refused a write for a reason other than being unavailable (a constraint,
+    a value it cannot hold): retrying the same write would be refused again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"storage_refused: the database refused it: {detail}")
+        self.reason = str(self)

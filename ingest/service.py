@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.errors import DatabaseUnavailable, IngestError
+from ingest.errors import DatabaseUnavailable, IngestError, StorageRefused
 from ingest.metrics import Metrics
 from ingest.store import (
     Accepted,
@@ -183,9 +183,7 @@ class IngestService:
                     (accepted if isinstance(checked, Accepted) else rejected).append(checked)
                 try:
                     result = store.write(accepted, rejected)
-                except psycopg.DatabaseError as exc:
-                    if isinstance(exc, psycopg.OperationalError):
-                        raise
+                except StorageRefused as exc:
                     # Refused, not unavailable: retrying the batch would refuse it forever
                     # and hold up every message behind it. Find the message(s) it refuses.
                     log.error("ingest batch of %d: the database refused it (%s); storing its"
@@ -215,12 +213,8 @@ class IngestService:
         for a in accepted:
             try:
                 part = store.write([a], [])
-            except psycopg.DatabaseError as exc:
-                if isinstance(exc, psycopg.OperationalError):
-                    raise
-                why = (str(exc).splitlines() or [type(exc).__name__])[0].replace("\x00", "")
-                reason = f"storage_refused: the database refused it: {why}"
-                rejected.append(Rejected(a.message, a.gateway_id, "storage_refused", reason))
+            except StorageRefused as exc:
+                rejected.append(Rejected(a.message, a.gateway_id, "storage_refused", exc.reason))
                 continue
             result.inserted += part.inserted
             result.duplicates += part.duplicates

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import psycopg
 
-from ingest.errors import DatabaseUnavailable
+from ingest.errors import DatabaseUnavailable, StorageRefused
 from vitalvagt.wire import ObservationBatch, WireError, decode_batch, parse_topic
 
 log = logging.getLogger(__name__)
@@ -228,12 +228,16 @@ class Store:
         return self._conn
 
     def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> WriteResult:
-        """Store a batch in one transaction; raises DatabaseUnavailable (retry) on failure."""
+        """Store a batch in one transaction. Raises DatabaseUnavailable (retry later) or
+        StorageRefused (the same write would be refused again)."""
         try:
             return self._write(accepted, rejected)
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(f"database write failed: {exc}") from exc
+        except psycopg.DatabaseError as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise StorageRefused(first.replace("\x00", "")) from exc
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, rows: list[tuple[object, ...]]) -> None:
