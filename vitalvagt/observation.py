@@ -9,12 +9,14 @@ recipe for third-party gateways).
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from vitalvagt.kinds import Kind
 from vitalvagt.quality import Flag
@@ -59,6 +61,21 @@ class DeviceRef(BaseModel):
     )
     model: str | None = Field(default=None, max_length=128)
     serial: str | None = Field(default=None, max_length=128)
+
+
+_ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def require_iso_text(v: object) -> object:
+    """A time on the wire is ISO 8601 text; pydantic alone would also read "1764000000" (or
+    "0101901234", a CPR number) as seconds since 1970."""
+    if isinstance(v, datetime):
+        return v
+    if not isinstance(v, str):
+        raise PydanticCustomError("datetime_type", "must be an ISO 8601 date-time text")
+    if not _ISO_DATE_TIME.match(v):
+        raise PydanticCustomError("datetime_parsing", "is not an ISO 8601 date-time")
+    return v
 
 
 def to_utc(moment: datetime) -> datetime:
@@ -112,22 +129,35 @@ class Observation(BaseModel):
 
     id: uuid.UUID = Field(description="Stable id: UUIDv5, see docs/wire-format.md")
     kind: Kind
-    value: float = Field(allow_inf_nan=False)
-    unit: str = Field(description="Canonical UCUM unit of the kind")
+    # Strict: a number, never a string such as "95" (a gateway that sends text has a bug
+    # that may also have mangled the value).
+    value: float = Field(allow_inf_nan=False, strict=True)
+    unit: str = Field(max_length=16, description="Canonical UCUM unit of the kind")
+    # ISO 8601 text with a zone only (``require_iso_text``): a bare number is ambiguous.
     measured_at: AwareDatetime = Field(description="When it was measured (UTC)")
     received_at: AwareDatetime = Field(description="When the gateway received it (UTC)")
     time_source: TimeSource = TimeSource.DEVICE
     device: DeviceRef
-    flags: tuple[Flag, ...] = ()
+    flags: tuple[Flag, ...] = Field(default=(), max_length=len(Flag))
     reading_id: uuid.UUID | None = Field(
         default=None, description="Shared by the parts of one reading (e.g. a blood pressure)"
     )
     body_site: BodySite | None = None
 
+    @field_validator("measured_at", "received_at", mode="before")
+    @classmethod
+    def _iso_text(cls, v: object) -> object:
+        return require_iso_text(v)
+
     @field_validator("measured_at", "received_at")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return v.astimezone(UTC)
+        try:
+            return v.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise PydanticCustomError(
+                "date_out_of_range", "is outside the range of dates"
+            ) from None
 
     @classmethod
     def create(

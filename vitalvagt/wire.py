@@ -5,9 +5,13 @@ Topics carry the gateway id and never personal data:
     vv/v1/gw/{gateway_id}/obs      gateway -> hub   observation batches, QoS 1
     vv/v1/gw/{gateway_id}/status   gateway -> hub   retained; the last will says offline
     vv/v1/gw/{gateway_id}/cmd      hub -> gateway   commands (measure again, config changed)
+    vv/v1/gw/{gateway_id}/receipt  hub -> gateway   receipts: which batches the hub committed
 
 ``decode_batch`` is the one gate every message passes: it names the field and the reason of
 the first thing wrong, with a machine-readable ``code`` that ingest stores in dead letters.
+A reason is made of the hub's own words only (field names from the schema, rules, limits):
+never the sender's text, which may hold a name or a CPR number typed into the wrong field,
+a NUL that no database text can hold, or megabytes of garbage.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.kinds import KIND_SPECS
-from vitalvagt.observation import GatewayId, Observation, stable_id_int
+from vitalvagt.observation import GatewayId, Observation, require_iso_text, stable_id_int
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "vv/v1/gw"
@@ -31,14 +36,25 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_OBSERVATIONS = 1000
 # Device clocks drift; a reading more than this ahead of the hub's clock is refused.
 MAX_FUTURE = timedelta(minutes=10)
+# A reading measured longer ago than this is refused (``too_old``): it is no basis for care
+# any more, it would fall outside ingest's retention (at least this long) and be deleted
+# without a trace, and most often it comes from a device whose clock was reset (1970, 2000).
+MAX_AGE = timedelta(days=365)
+BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# Receipts name at most this many batches each (about 100 bytes each): a commit covering
+# more of one gateway's batches sends several receipts.
+MAX_RECEIPT_BATCHES = 1000
 
-_TOPIC_RE = re.compile(r"^vv/v1/gw/([a-z0-9][a-z0-9-]{2,62})/(obs|status|cmd)$")
+_TOPIC_RE = re.compile(r"^vv/v1/gw/([a-z0-9][a-z0-9-]{2,62})/(obs|status|cmd|receipt)$")
+# The batch id of a message that failed validation, so that its receipt can still name it.
+_BATCH_ID_RE = re.compile(rb'"batch_id"\s*:\s*"([A-Za-z0-9._:-]{1,64})"')
 
 
 class Channel(StrEnum):
     OBS = "obs"
     STATUS = "status"
     CMD = "cmd"
+    RECEIPT = "receipt"
 
 
 def topic(gateway_id: str, channel: Channel | str) -> str:
@@ -57,6 +73,10 @@ def cmd_topic(gateway_id: str) -> str:
     return topic(gateway_id, Channel.CMD)
 
 
+def receipt_topic(gateway_id: str) -> str:
+    return topic(gateway_id, Channel.RECEIPT)
+
+
 class WireErrorCode(StrEnum):
     OVERSIZE = "oversize"
     NOT_JSON = "not_json"
@@ -70,6 +90,7 @@ class WireErrorCode(StrEnum):
     WRONG_UNIT = "wrong_unit"
     IMPLAUSIBLE_VALUE = "implausible_value"
     FUTURE_TIME = "future_time"
+    TOO_OLD = "too_old"
     ID_MISMATCH = "id_mismatch"
     GATEWAY_MISMATCH = "gateway_mismatch"
     BAD_TOPIC = "bad_topic"
@@ -94,6 +115,53 @@ class ObservationBatch(BaseModel):
     gateway_id: GatewayId
     sent_at: AwareDatetime = Field(description="When the gateway sent this message")
     observations: tuple[Observation, ...] = Field(min_length=1, max_length=MAX_OBSERVATIONS)
+    batch_id: str | None = Field(
+        default=None,
+        pattern=BATCH_ID_PATTERN,
+        description="Optional: the gateway's name for this message. When present, the hub "
+        "answers on .../receipt once the batch is committed (or kept as a dead letter), so "
+        "the gateway deletes readings only when the hub has them (docs/wire-format.md).",
+    )
+
+    _iso_text = field_validator("sent_at", mode="before")(require_iso_text)
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _version_is_an_integer(cls, v: object) -> object:
+        if type(v) is not int:  # Literal[1] alone lets true and 1.0 through
+            raise PydanticCustomError("version_type", "must be the integer 1")
+        return v
+
+
+class ReceiptOutcome(StrEnum):
+    STORED = "stored"  # committed to the database (readings counts new and already stored)
+    DEAD_LETTER = "dead_letter"  # refused, kept with its reason; sending it again won't help
+
+
+class ReceiptItem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_id: str = Field(pattern=BATCH_ID_PATTERN)
+    outcome: ReceiptOutcome
+    readings: int = Field(default=0, ge=0, description="Readings stored (new or already held)")
+    code: str | None = Field(default=None, description="For dead_letter: the dead-letter code")
+
+
+class Receipt(BaseModel):
+    """Payload on ``.../receipt`` from the hub to one gateway, after the commit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Vitalvagt receipt v1")
+
+    v: Literal[1] = 1
+    gateway_id: GatewayId
+    at: AwareDatetime = Field(description="When the hub committed these batches")
+    batches: tuple[ReceiptItem, ...] = Field(min_length=1, max_length=MAX_RECEIPT_BATCHES)
+
+
+def batch_id_of(raw: bytes) -> str | None:
+    """The ``batch_id`` of a message, found without parsing it (for a refused message)."""
+    m = _BATCH_ID_RE.search(raw)
+    return m.group(1).decode() if m else None
 
 
 class GatewayState(StrEnum):
@@ -152,26 +220,71 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out or "payload"
 
 
+# Pydantic's messages may quote the input ("invalid character: found `x`"): a reason uses
+# these phrases instead, keyed by pydantic's error type.
+_PHRASES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "string_too_long": "is longer than {max_length} characters",
+    "string_too_short": "is shorter than {min_length} characters",
+    "string_pattern_mismatch": "does not match its pattern (see the JSON Schema)",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "int_type": "must be an integer",
+    "literal_error": "must be 1",
+    "uuid_type": "must be a UUID",
+    "uuid_parsing": "is not a UUID",
+    "datetime_type": "must be an ISO 8601 date-time text with a time zone",
+    "datetime_parsing": "is not an ISO 8601 date-time",
+    "datetime_from_date_parsing": "is not an ISO 8601 date-time",
+    "timezone_aware": "needs a time zone (UTC preferred)",
+    "tuple_type": "must be an array",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "enum": "is not one of the allowed values (see the JSON Schema)",
+    "date_out_of_range": "is outside the range of dates",
+}
+
+
+_TOO_DEEP = "is nested too deeply (wire format v1 needs 4 levels of arrays and objects)"
+
+
 def _translate(exc: ValidationError) -> WireError:
-    err = exc.errors(include_url=False)[0]
+    err = exc.errors(include_url=False, include_input=False)[0]
     loc, typ = tuple(err["loc"]), err["type"]
-    # Drop pydantic's tagged-union/function markers from the path; keep field names.
+    if typ == "extra_forbidden":
+        # The last part of the path is the sender's key: not repeated (it may be anything).
+        field = _path(loc[:-1]) if len(loc) > 1 else "payload"
+        return WireError(
+            WireErrorCode.UNKNOWN_FIELD, field, "has a field that is not part of wire format v1"
+        )
     field = _path(tuple(p for p in loc if not (isinstance(p, str) and "[" in p)))
     last = loc[-1] if loc else ""
     if typ == "missing":
         return WireError(WireErrorCode.MISSING_FIELD, field, "is required")
-    if typ == "extra_forbidden":
-        return WireError(WireErrorCode.UNKNOWN_FIELD, field, "is not a field of wire format v1")
+    if typ == "json_invalid":
+        # Python's json read it, the hub's parser did not: its own limits, in its own words
+        # (jiter's messages are fixed texts with a position).
+        detail = str((err.get("ctx") or {}).get("error", ""))
+        if "recursion limit" in detail:
+            return WireError(WireErrorCode.INVALID_FIELD, "payload", _TOO_DEEP)
+        return WireError(WireErrorCode.NOT_JSON, "payload", f"is not valid JSON: {detail}")
     if typ == "enum" and last == "kind":
         known = ", ".join(k.value for k in KIND_SPECS)
-        return WireError(
-            WireErrorCode.UNKNOWN_KIND, field, f"{err.get('input')!r} is not one of {known}"
-        )
+        return WireError(WireErrorCode.UNKNOWN_KIND, field, f"is not one of {known}")
     if typ == "enum" and "flags" in loc:
-        return WireError(
-            WireErrorCode.UNKNOWN_FLAG, field, f"{err.get('input')!r} is not a known quality flag"
-        )
-    return WireError(WireErrorCode.INVALID_FIELD, field, err["msg"])
+        return WireError(WireErrorCode.UNKNOWN_FLAG, field, "is not a known quality flag")
+    # The context holds only the schema's own limits (min_length, max_length): safe to show.
+    limits = {k: v for k, v in (err.get("ctx") or {}).items() if isinstance(v, int)}
+    try:
+        phrase = _PHRASES[typ].format(**limits)
+    except (KeyError, IndexError):
+        phrase = f"is invalid ({typ})"
+    return WireError(WireErrorCode.INVALID_FIELD, field, phrase)
 
 
 def decode_batch(
@@ -191,10 +304,8 @@ def decode_batch(
     try:
         # Fast path: a valid message is parsed and validated in one go by pydantic-core.
         batch = ObservationBatch.model_validate_json(raw)
-    except ValidationError:
-        batch = None
-    if batch is None:
-        batch = _diagnose(raw)
+    except ValidationError as exc:
+        _diagnose(raw, exc)
     if (b"\\u0000" if isinstance(raw, bytes) else "\\u0000") in raw:
         _refuse_nul(batch)  # valid JSON, but no database text can hold it
     check_batch(
@@ -220,16 +331,32 @@ def _refuse_nul(batch: ObservationBatch) -> None:
                 raise WireError(
                     WireErrorCode.INVALID_FIELD,
                     f"observations[{i}].{name}",
-                    "contains a NUL character (\\u0000), which cannot be stored; remove it",
+                    "contains a NUL character, which no database text can hold; remove it",
                 )
 
 
-def _diagnose(raw: bytes | str) -> ObservationBatch:
-    """Slow path for a message that failed validation: find and name the first problem."""
+def _diagnose(raw: bytes | str, exc: ValidationError) -> NoReturn:
+    """Slow path for a message that failed validation: name the first problem."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WireError(WireErrorCode.NOT_JSON, "payload", f"is not JSON: {exc}") from exc
+    except json.JSONDecodeError as err:
+        raise WireError(
+            WireErrorCode.NOT_JSON, "payload", f"is not JSON: {err.msg} at byte {err.pos}"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise WireError(
+            WireErrorCode.NOT_JSON, "payload", f"is not JSON: not UTF-8 at byte {err.start}"
+        ) from None
+    except RecursionError:
+        raise WireError(
+            WireErrorCode.INVALID_FIELD,
+            "payload",
+            _TOO_DEEP,
+        ) from None
+    except ValueError:  # e.g. an integer of more than 4,300 digits
+        raise WireError(
+            WireErrorCode.NOT_JSON, "payload", "has a number too long to read"
+        ) from None
     if not isinstance(doc, dict):
         raise WireError(
             WireErrorCode.NOT_AN_OBJECT,
@@ -238,16 +365,15 @@ def _diagnose(raw: bytes | str) -> ObservationBatch:
         )
     if "v" not in doc:
         raise WireError(WireErrorCode.MISSING_FIELD, "v", "is required (the wire format version)")
-    if doc["v"] != WIRE_VERSION:
+    if type(doc["v"]) is not int or doc["v"] != WIRE_VERSION:
+        shown = f"version {doc['v']}" if type(doc["v"]) is int and abs(doc["v"]) < 10**6 else "it"
         raise WireError(
             WireErrorCode.UNSUPPORTED_VERSION,
             "v",
-            f"version {doc['v']!r} is not supported; this hub speaks version {WIRE_VERSION}",
+            f"{shown} is not supported; this hub speaks version {WIRE_VERSION}",
         )
-    try:
-        return ObservationBatch.model_validate(doc)
-    except ValidationError as exc:
-        raise _translate(exc) from exc
+    # The JSON-mode error (strict types as on the fast path), in the hub's own words.
+    raise _translate(exc) from None
 
 
 def check_batch(
@@ -263,9 +389,10 @@ def check_batch(
         raise WireError(
             WireErrorCode.GATEWAY_MISMATCH,
             "gateway_id",
-            f"{batch.gateway_id!r} does not match the topic's gateway {topic_gateway_id!r}",
+            f"does not match the topic's gateway {topic_gateway_id!r}",
         )
-    limit = (now or datetime.now(UTC)) + max_future
+    now = now or datetime.now(UTC)
+    limit, oldest = now + max_future, now - MAX_AGE
     for i, obs in enumerate(batch.observations):
         where = f"observations[{i}]"
         s = KIND_SPECS[obs.kind]
@@ -273,7 +400,7 @@ def check_batch(
             raise WireError(
                 WireErrorCode.WRONG_UNIT,
                 f"{where}.unit",
-                f"{obs.unit!r} is not the unit of {obs.kind.value}; send {s.unit!r}",
+                f"is not the unit of {obs.kind.value}; send {s.unit!r}",
             )
         if not s.plausible_min <= obs.value <= s.plausible_max:
             raise WireError(
@@ -282,12 +409,20 @@ def check_batch(
                 f"{obs.value:g} {s.unit} is outside the plausible range "
                 f"{s.plausible_min:g}-{s.plausible_max:g} for {obs.kind.value}",
             )
-        if obs.measured_at > limit:
-            raise WireError(
-                WireErrorCode.FUTURE_TIME,
-                f"{where}.measured_at",
-                f"{obs.measured_at.isoformat()} is more than {max_future} ahead of the hub's clock",
-            )
+        for name, at in (("measured_at", obs.measured_at), ("received_at", obs.received_at)):
+            if at > limit:
+                raise WireError(
+                    WireErrorCode.FUTURE_TIME,
+                    f"{where}.{name}",
+                    f"{at.isoformat()} is more than {max_future} ahead of the hub's clock",
+                )
+            if at < oldest:
+                raise WireError(
+                    WireErrorCode.TOO_OLD,
+                    f"{where}.{name}",
+                    f"{at.isoformat()} is more than {MAX_AGE.days} days before the hub's"
+                    " clock (a clock that was reset?); set the device's and the tablet's clock",
+                )
         if verify_ids:
             expected = stable_id_int(
                 batch.gateway_id, obs.device.address, obs.kind, obs.measured_at
@@ -296,8 +431,7 @@ def check_batch(
                 raise WireError(
                     WireErrorCode.ID_MISMATCH,
                     f"{where}.id",
-                    f"{obs.id} is not the stable id of this reading"
-                    f" (expected {uuid.UUID(int=expected)})",
+                    f"is not the stable id of this reading (expected {uuid.UUID(int=expected)})",
                 )
 
 
@@ -306,12 +440,14 @@ def make_batch(
     observations: list[Observation] | tuple[Observation, ...],
     *,
     sent_at: datetime | None = None,
+    batch_id: str | None = None,
 ) -> ObservationBatch:
     return ObservationBatch(
         v=WIRE_VERSION,
         gateway_id=gateway_id,
         sent_at=sent_at or datetime.now(UTC),
         observations=tuple(observations),
+        batch_id=batch_id,
     )
 
 
@@ -326,6 +462,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ("observation-batch.v1", ObservationBatch),
         ("gateway-status.v1", GatewayStatus),
         ("gateway-command.v1", Command),
+        ("receipt.v1", Receipt),
     ):
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
