@@ -41,7 +41,8 @@ def main() -> None:
     args = ap.parse_args()
     state = Path(tempfile.mkdtemp(prefix="vv-bench-", dir="/tmp"))
     os.chmod(state, 0o755)
-    stack = Stack(Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port()))
+    stack = Stack(Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port(),
+                           mqtt_tls_port=free_port()))
     stack.up()
     ingest = start_ingest(stack)
     best = 0
@@ -58,7 +59,8 @@ def main() -> None:
                 t = time.perf_counter()
                 stats = run_fleet(
                     database_url=stack.database_url(), host="127.0.0.1",
-                    port=stack.settings.mqtt_port, cohort_dir=str(cohort), speed=speed,
+                    port=stack.settings.mqtt_tls_port, tls_ca=stack.paths.ca_cert,
+                    cohort_dir=str(cohort), speed=speed,
                     on_provisioned=stack.sync_broker_users,
                 )  # fmt: skip
                 took = time.perf_counter() - t  # includes provisioning (about a second)

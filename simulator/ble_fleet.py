@@ -265,6 +265,7 @@ class BleHome:
     def __init__(
         self, home: Home, password: str, *, settings: Settings, host: str, port: int,
         directory: Path, clock: FleetClock, stats: BleFleetStats,
+        tls_ca: str | Path | None = None,
     ) -> None:  # fmt: skip
         self.home, self.gateway_id = home, home.gateway_id
         self.dir = directory
@@ -272,10 +273,13 @@ class BleHome:
         self.stats = stats
         self.settings = settings.model_copy(update={
             "gateway_id": home.gateway_id, "gateway_dir": directory, "ble_transport": "bumble",
-            "mqtt_host": host, "mqtt_port": port, "mqtt_password": SecretStr(password),
+            "mqtt_host": host, "mqtt_tls_port": port, "mqtt_password": SecretStr(password),
+            "mqtt_tls_ca": Path(tls_ca) if tls_ca else None,
         })  # fmt: skip
+        # The gateway listener (TLS): the home's gateway as a tablet runs it.
         self.broker = BrokerConfig(host=host, port=port, gateway_id=home.gateway_id,
-                                   password=password)  # fmt: skip
+                                   password=password,
+                                   tls_ca=Path(tls_ca) if tls_ca else None)  # fmt: skip
         self.zone = zone_of(self.settings)
         self.readings = readings_of(home)
         self.encoded = [encode_reading(r, self.zone) for r in self.readings]
@@ -354,13 +358,14 @@ class BleFleet:
 
     def __init__(
         self, homes: Sequence[Home], passwords: dict[str, str], *, settings: Settings, host: str,
-        port: int, clock: FleetClock, directory: Path,
+        port: int, clock: FleetClock, directory: Path, tls_ca: str | Path | None = None,
     ) -> None:  # fmt: skip
         self.clock = clock
         self.stats = BleFleetStats(homes=len(homes))
         self.homes = [
             BleHome(h, passwords[h.gateway_id], settings=settings, host=host, port=port,
-                    directory=directory / h.gateway_id, clock=clock, stats=self.stats)
+                    directory=directory / h.gateway_id, clock=clock, stats=self.stats,
+                    tls_ca=tls_ca)
             for h in homes
         ]  # fmt: skip
 

@@ -99,7 +99,7 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
 
     from simulator.cohort import CohortSpec, GroupChoice, write_cohort
     from simulator.fleet import FleetStats, run_fleet
-    from vitalvagt.stack import Stack, database_url, mqtt_endpoint
+    from vitalvagt.stack import Stack, database_url, gateway_broker
 
     homes = args.homes
     if args.cohort is not None:
@@ -111,7 +111,7 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
               f"the fleet's {homes} homes", file=sys.stderr)
         return 2
     url = database_url(settings)
-    ep = mqtt_endpoint(settings, "vv-sim")  # only the broker address; homes use their own users
+    ep = gateway_broker(settings)  # the TLS gateway listener; homes log in as their gateways
     with tempfile.TemporaryDirectory(prefix="vv-fleet-") as tmp:
         cohort_dir = args.cohort
         if cohort_dir is None:
@@ -133,7 +133,8 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
                   f" {st.readings_acked} readings{ble}", flush=True)
 
         stats = run_fleet(
-            database_url=url, host=ep.host, port=ep.port, cohort_dir=str(cohort_dir),
+            database_url=url, host=ep.host, port=ep.port, tls_ca=ep.tls_ca,
+            cohort_dir=str(cohort_dir),
             speed=args.speed, max_connections=args.max_connections, progress=progress,
             on_provisioned=(Stack(settings).sync_broker_users
                             if settings.database_url is None else None),

@@ -2,7 +2,8 @@
 
 A fleet is a cohort (simulator/cohort.py) replayed against a running hub: every home gets a
 patient and a gateway provisioned in the database (re-keyed on each run), connects to the
-broker as that gateway, and publishes its batches when they are due on the fleet's clock.
+broker's gateway listener as that gateway (TLS, verifying the broker against ``tls_ca``), and
+publishes its batches when they are due on the fleet's clock.
 
 The clock runs ``speed`` times faster than real time from the cohort's start and never
 passes the real present, so the hub never sees a reading from the future: with the default
@@ -14,6 +15,7 @@ loops itself, so a thousand homes do not need a thousand threads.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -120,8 +122,10 @@ class Fleet:
     def __init__(
         self, homes: Sequence[Home], passwords: dict[str, str], *, host: str, port: int,
         clock: FleetClock, max_connections: int = 200, session_timeout_s: float = 60.0,
+        tls_ca: str | Path | None = None,
     ) -> None:  # fmt: skip
         self.host, self.port, self.clock = host, port, clock
+        self.tls_ca = tls_ca
         self.max_connections = max_connections
         self.session_timeout_s = session_timeout_s
         self.stats = FleetStats(homes=len(homes))
@@ -156,10 +160,13 @@ class Fleet:
         pending: dict[int, int] = {}  # message id -> readings
         early: dict[int, bool] = {}  # message id -> success, for a PUBACK that beat publish()
         outcome: dict[str, str] = {}
+        # The gateway listener makes the client id the user name (the gateway id) anyway.
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"vv-sim-{home.gateway_id}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=home.gateway_id, protocol=mqtt.MQTTv5
         )
         client.username_pw_set(home.gateway_id, home.password)
+        if self.tls_ca:
+            client.tls_set(ca_certs=str(self.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.will_set(
             status_topic(home.gateway_id),
             self._status(home.gateway_id, GatewayState.OFFLINE),
@@ -263,8 +270,12 @@ def run_fleet(
     progress: Callable[[FleetStats], None] | None = None,
     on_provisioned: Callable[[], None] | None = None, max_connections: int = 200,
     ble_homes: int = 0, settings: Settings | None = None, ble_dir: Path | None = None,
+    tls_ca: str | Path | None = None,
 ) -> FleetStats:  # fmt: skip
     """Provision the cohort's homes and publish them; returns when everything is acknowledged.
+
+    ``host``, ``port`` and ``tls_ca`` are the broker's gateway listener
+    (``vitalvagt.stack.gateway_broker``): homes connect as gateways, with TLS.
 
     The first ``ble_homes`` homes publish through emulated BLE devices and their own gateway
     (simulator/ble_fleet.py, gateway directories under ``ble_dir``); the rest directly.
@@ -291,6 +302,7 @@ def run_fleet(
         port=port,
         clock=clock,
         max_connections=max_connections,
+        tls_ca=tls_ca,
     )
     if not ble_homes:
         return fleet.run(progress=progress)
@@ -304,6 +316,6 @@ def run_fleet(
     with tempfile.TemporaryDirectory(prefix="vv-ble-fleet-") as tmp:
         ble = BleFleet(
             homes[:ble_homes], passwords, settings=settings or Settings(), host=host, port=port,
-            clock=clock, directory=ble_dir or Path(tmp),
+            clock=clock, directory=ble_dir or Path(tmp), tls_ca=tls_ca,
         )  # fmt: skip
         return asyncio.run(ble.run_beside(fleet, progress=progress))

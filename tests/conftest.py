@@ -30,7 +30,9 @@ def stack() -> Iterator[Stack]:
     # /tmp, not pytest's tmp_path: the postgres and mosquitto users must reach the directory.
     state = Path(tempfile.mkdtemp(prefix="vv-test-stack-", dir="/tmp"))
     os.chmod(state, 0o755)
-    settings = Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port())
+    settings = Settings(
+        state_dir=state, pg_port=free_port(), mqtt_port=free_port(), mqtt_tls_port=free_port()
+    )
     st = Stack(settings)
     st.up()
     try:

@@ -1,19 +1,29 @@
-"""Small synchronous MQTT helpers for tests, on paho-mqtt 2.x with MQTT 5."""
+"""Small synchronous MQTT helpers for tests, on paho-mqtt 2.x with MQTT 5.
+
+Gateways connect to the broker's TLS gateway listener (``connect_gateway`` or ``connect(...,
+ca=...)``), services to its plaintext services listener (``connect(port, ...)``)."""
 
 from __future__ import annotations
 
 import queue
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from vitalvagt.observation import Observation
 from vitalvagt.wire import decode_batch, parse_topic
+
+if TYPE_CHECKING:
+    from vitalvagt.stack import Stack
 
 
 @dataclass
@@ -23,6 +33,8 @@ class Connected:
     messages: queue.Queue = field(default_factory=queue.Queue)
     acks: dict[int, ReasonCode] = field(default_factory=dict)
     acked: threading.Condition = field(default_factory=threading.Condition)
+    disconnects: queue.Queue = field(default_factory=queue.Queue)  # reason of each disconnect
+    session_present: bool = False  # the broker resumed a stored session (CONNACK)
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 5
@@ -45,16 +57,28 @@ def connect(
     *,
     subscribe: str | None = None,
     timeout_s: float = 5,
+    ca: Path | str | None = None,
+    client_id: str | None = None,
+    clean_start: bool | int = mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+    session_expiry_s: int | None = None,
+    protocol: int = mqtt.MQTTv5,
 ) -> Connected:
+    """Connect and wait for the CONNACK (``.reason``). ``ca``: TLS, verifying the broker's
+    certificate (and host name 127.0.0.1) against that CA file."""
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+        protocol=protocol,  # type: ignore[arg-type]
     )
     if username is not None:
         client.username_pw_set(username, password)
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     result: queue.Queue = queue.Queue()
     conn = Connected(client, ReasonCode(mqtt.PacketTypes.CONNACK, "Success"))
 
     def on_connect(c, userdata, flags, reason, props):
+        conn.session_present = bool(flags.session_present)
         if subscribe and not reason.is_failure:
             c.subscribe(subscribe, qos=1)
         else:
@@ -71,19 +95,40 @@ def connect(
             conn.acks[mid] = reason
             conn.acked.notify_all()
 
+    def on_disconnect(c, userdata, flags, reason, props):
+        conn.disconnects.put(reason)
+
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.on_publish = on_publish
+    client.on_disconnect = on_disconnect
     # connect_async before loop_start: connect() then loop_start() leaks paho's first socketpair.
-    client.connect_async("127.0.0.1", port)
+    if protocol == mqtt.MQTTv5:
+        props = Properties(mqtt.PacketTypes.CONNECT)
+        if session_expiry_s:
+            props.SessionExpiryInterval = session_expiry_s
+        client.connect_async("127.0.0.1", port, clean_start=clean_start, properties=props)
+    else:  # MQTT 3.1.1: a clean session, no properties
+        client.connect_async("127.0.0.1", port)
     client.loop_start()
     try:
         conn.reason = result.get(timeout=timeout_s)
     except queue.Empty:
+        client.disconnect()
         client.loop_stop()
+        sock = client.socket()  # e.g. a TLS handshake that failed: paho keeps it
+        if sock is not None:
+            sock.close()
         raise AssertionError("no CONNACK from the broker") from None
     return conn
+
+
+def connect_gateway(stack: Stack, gateway_id: str, password: str, **kw) -> Connected:
+    """A gateway on the stack's TLS gateway listener, verifying the stack's CA."""
+    return connect(
+        stack.settings.mqtt_tls_port, gateway_id, password, ca=stack.paths.ca_cert, **kw
+    )
 
 
 def received_observations(

@@ -79,9 +79,15 @@ def _wire_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _split_listen(value: str, flag: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise VitalvagtError(f"{flag} {value!r}: expected HOST:PORT, e.g. 0.0.0.0:8883")
+    return host, int(port)
+
+
 def _broker_config(args: argparse.Namespace, settings: Settings) -> int:
     """Write mosquitto's files for a container deployment (gateways from the database)."""
-    from vitalvagt.broker import acl_text, mosquitto_conf, password_lines
     from vitalvagt.db.gateways import gateway_credential_hashes
 
     if settings.database_url is None or not settings.broker_service_passwords:
@@ -89,27 +95,60 @@ def _broker_config(args: argparse.Namespace, settings: Settings) -> int:
             "broker config needs VV_DATABASE_URL and VV_BROKER_SERVICE_PASSWORDS "
             '(JSON, e.g. {"vv-ingest": "...", "vv-api": "..."})'
         )
-    host, _, port = args.listen.rpartition(":")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     gateways = gateway_credential_hashes(settings.database_url.get_secret_value())
     passwords = {u: p.get_secret_value() for u, p in settings.broker_service_passwords.items()}
-    (out / "mosquitto.conf").write_text(
-        mosquitto_conf(
-            host=host,
-            port=int(port),
-            passwd=out / "passwd",
-            acl=out / "acl",
-            pid_file=args.data_dir / "mosquitto.pid",
-            data_dir=args.data_dir,
-            log_file=args.log_file,
-        )
-    )
-    (out / "acl").write_text(acl_text())
-    (out / "passwd").write_text(password_lines(passwords, gateways))
-    (out / "passwd").chmod(0o600)
-    print(f"wrote mosquitto.conf, acl and passwd ({len(gateways)} gateways) to {out}")
+    print(write_broker_config(args, passwords, gateways))
     return 0
+
+
+def write_broker_config(
+    args: argparse.Namespace, service_passwords: dict[str, str], gateway_hashes: dict[str, str]
+) -> str:
+    """The files of `broker config` from its parsed arguments; returns what was written."""
+    import shutil
+
+    from vitalvagt.broker import BrokerFiles, mosquitto_conf, write_broker_files
+    from vitalvagt.tls import TlsFiles, ensure_certificates, server_names
+
+    services_host, services_port = _split_listen(args.services_listen, "--services-listen")
+    gateway_host, gateway_port = _split_listen(args.gateway_listen, "--gateway-listen")
+    out: Path = args.out
+    files = BrokerFiles(out)
+    tls_out = out / "tls"
+    tls_out.mkdir(parents=True, exist_ok=True)
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise VitalvagtError("--cert and --key go together (the server's certificate chain"
+                                 " and its private key)")
+        certfile, keyfile, ca_note = args.cert, args.key, "the CA that signed --cert"
+    else:
+        tls = TlsFiles(ca_dir=args.ca_dir, server_dir=tls_out)
+        names = server_names("127.0.0.1")
+        names += [n for n in args.tls_name if n not in names]
+        ensure_certificates(tls, names)
+        shutil.copyfile(tls.ca_cert, tls_out / "ca.crt")  # for gateways; ca.key stays behind
+        certfile, keyfile = tls.server_cert, tls.server_key
+        ca_note = f"{tls_out / 'ca.crt'} (private CA; server certificate for {', '.join(names)})"
+    conf = mosquitto_conf(
+        files=files,
+        services_host=services_host,
+        services_port=services_port,
+        gateway_host=gateway_host,
+        gateway_port=gateway_port,
+        certfile=certfile,
+        keyfile=keyfile,
+        pid_file=args.data_dir / "mosquitto.pid",
+        data_dir=args.data_dir,
+        log_file=args.log_file,
+    )
+    write_broker_files(
+        files, conf=conf, service_passwords=service_passwords, gateway_hashes=gateway_hashes
+    )
+    return (
+        f"wrote mosquitto.conf, ACLs and password files ({len(service_passwords)} services,"
+        f" {len(gateway_hashes)} gateways) to {out}; services on {services_host}:{services_port}"
+        f" (plaintext), gateways on {gateway_host}:{gateway_port} (TLS, CA: {ca_note})"
+    )
 
 
 def _admin_add_gateway(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,15 +231,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "broker",
         help="mosquitto configuration for container deployments",
-        description="Write mosquitto.conf, the ACL and the password file (service users from "
-        "VV_BROKER_SERVICE_PASSWORDS, gateways from VV_DATABASE_URL) into a directory. The "
-        "embedded stack writes its own; this is for docker-compose and other deployments.",
+        description="Write mosquitto.conf and, per listener, an ACL and a password file (service "
+        "users from VV_BROKER_SERVICE_PASSWORDS on the plaintext services listener, gateways "
+        "from VV_DATABASE_URL on the TLS gateway listener) into a directory, with a server "
+        "certificate from a private CA made once in --ca-dir unless --cert/--key are given. "
+        "The embedded stack writes its own; this is for docker-compose and other deployments.",
     )
     p.add_argument("action", choices=["config"])
     p.add_argument("--out", type=Path, required=True, help="directory for the files")
     p.add_argument(
-        "--listen", default="0.0.0.0:1883", help="listener HOST:PORT (default 0.0.0.0:1883)"
-    )
+        "--services-listen", "--listen", default="0.0.0.0:1883",
+        help="the services' plaintext listener HOST:PORT (default 0.0.0.0:1883); never"
+        " publish it outside the hub's own network",
+    )  # fmt: skip
+    p.add_argument(
+        "--gateway-listen", default="0.0.0.0:8883",
+        help="the gateways' TLS listener HOST:PORT (default 0.0.0.0:8883)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tls-name", action="append", default=[],
+        help="a host name or IP address gateways connect to, for the generated server"
+        " certificate (repeatable; localhost and 127.0.0.1 are always in it)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ca-dir", type=Path, default=Path("/vitalvagt/ca"),
+        help="where the private CA (ca.key, ca.crt) is made once and kept; mosquitto never"
+        " needs it (default /vitalvagt/ca)",
+    )  # fmt: skip
+    p.add_argument("--cert", type=Path, default=None,
+                   help="use this server certificate (chain, PEM) instead of the private CA's")
+    p.add_argument("--key", type=Path, default=None, help="the private key of --cert")
     p.add_argument("--data-dir", type=Path, default=Path("/mosquitto/data"), help="persistence dir")
     p.add_argument("--log-file", type=Path, default=Path("/mosquitto/log/mosquitto.log"))
     p.set_defaults(handler=_broker_config)
@@ -218,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a gateway or re-key it. Prints the MQTT password once; only its hash "
         "is stored. On the embedded stack the broker is reloaded at once.",
     )
-    a.add_argument("gateway_id", help="gateway id: 3-63 of a-z, 0-9 and '-'")
+    a.add_argument("gateway_id", help="gateway id: 3-63 of a-z, 0-9 and '-', not starting with"
+                   " 'vv-' (the service users' name space)")
     a.add_argument("--patient", default=None, help="pseudonymous id of the patient at home")
     a.set_defaults(handler=_admin_add_gateway)
 

@@ -28,10 +28,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     # Defaults avoid the system's usual 5432 and 1883, which Debian's packages may occupy.
     pg_port: int = 55432
-    mqtt_port: int = 51883
+    mqtt_port: int = 51883  # the broker's services listener (plaintext, loopback)
+    mqtt_tls_port: int = 58883  # its gateway listener (TLS), on VV_HOST
     database_url: SecretStr | None = None  # None: the embedded stack's database
     mqtt_host: str | None = None  # None: the embedded broker
-    mqtt_tls_ca: Path | None = None
+    mqtt_tls_ca: Path | None = None  # None: the embedded stack's CA (tls/ca.crt)
     mqtt_username: str | None = None  # None: the component's service user on the embedded broker
     mqtt_password: SecretStr | None = None
     # Container deployments: service user -> MQTT password, for `vitalvagt broker config`.

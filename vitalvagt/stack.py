@@ -4,6 +4,10 @@ Both run as unprivileged processes with all their state under one directory (``V
 default ``.vv/`` in the checkout). As root, PostgreSQL runs as the ``postgres`` user and
 mosquitto as the ``mosquitto`` user, because PostgreSQL refuses root and a broker has no
 business with it. ``up`` is idempotent, ``down`` stops the processes and keeps the data.
+
+mosquitto has two listeners (vitalvagt/broker.py): the services' plaintext one on loopback
+(``VV_MQTT_PORT``) and the gateways' TLS one on ``VV_HOST`` (``VV_MQTT_TLS_PORT``), whose
+certificate is signed by a private CA made once in ``tls/``.
 """
 
 from __future__ import annotations
@@ -25,17 +29,25 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from vitalvagt.broker import acl_text, mosquitto_conf, password_lines
+from vitalvagt.broker import (
+    PROBE_USER,
+    SERVICE_USERS,
+    BrokerFiles,
+    is_service_user,
+    mosquitto_conf,
+    write_broker_files,
+)
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.settings import Settings
+from vitalvagt.tls import TlsFiles, ensure_certificates, server_names
 
 log = logging.getLogger(__name__)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DB_NAME = "vitalvagt"
 DB_USER = "vitalvagt"
-SERVICE_USERS = ("vv-ingest", "vv-alerts", "vv-api", "vv-sim")
-PROBE_USER = "vv-probe"  # no ACL rights; proves that the broker loaded the password file
+SERVICES_HOST = "127.0.0.1"  # the services listener is never reachable from outside
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 class StackError(VitalvagtError):
@@ -67,16 +79,22 @@ class StackPaths:
         return self.root / "mosquitto"
 
     @property
+    def mq_files(self) -> BrokerFiles:
+        return BrokerFiles(self.mq)
+
+    @property
     def mq_conf(self) -> Path:
-        return self.mq / "mosquitto.conf"
+        return self.mq_files.conf
 
     @property
-    def mq_passwd(self) -> Path:
-        return self.mq / "passwd"
+    def tls(self) -> TlsFiles:
+        """The private CA in ``tls/`` (its key is never given to mosquitto); the server's
+        certificate and key in the broker's own directory."""
+        return TlsFiles(ca_dir=self.root / "tls", server_dir=self.mq)
 
     @property
-    def mq_acl(self) -> Path:
-        return self.mq / "acl"
+    def ca_cert(self) -> Path:
+        return self.tls.ca_cert
 
     @property
     def mq_pid(self) -> Path:
@@ -111,20 +129,15 @@ def _run(
     return res.stdout
 
 
+def _connect_host(host: str) -> str:
+    """The address to reach a listener bound to ``host`` on this machine."""
+    return "127.0.0.1" if host in WILDCARD_HOSTS else host
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
         return s.connect_ex((host, port)) == 0
-
-
-def _wait_port(host: str, port: int, *, timeout_s: float, what: str, log_file: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _port_open(host, port):
-            return
-        time.sleep(0.1)
-    tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else "(no log)"
-    raise StackError(f"{what} did not open {host}:{port} within {timeout_s:.0f}s; log:\n{tail}")
 
 
 class Stack:
@@ -323,6 +336,8 @@ class Stack:
 
     # --- mosquitto ------------------------------------------------------------------------
     def mq_pid(self) -> int | None:
+        """The running broker's pid, or None. A killed broker that its parent has not reaped
+        yet (a zombie: containers' init processes may take seconds) is not running."""
         try:
             pid = int(self.paths.mq_pid.read_text().strip())
             os.kill(pid, 0)
@@ -330,49 +345,85 @@ class Stack:
             return None
         except PermissionError:
             pass  # exists, owned by another user
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return None  # exited between kill(0) and now
+        except OSError:
+            return pid  # no /proc: trust kill(0)
+        # "pid (comm) state ...": comm may contain spaces and parentheses.
+        comm, _, rest = stat.partition(" (")[2].rpartition(") ")
+        if rest[:1] in ("Z", "X") or not comm.startswith("mosquitto"):
+            return None  # dead, or the pid was reused by another program
         return pid
 
-    def write_broker_files(self, gateway_hashes: dict[str, str] | None = None) -> None:
-        """Config, ACL and password file. Gateways come from the database (credential hashes)."""
+    def _broker_conf(self) -> str:
+        s, p = self.settings, self.paths
+        return mosquitto_conf(
+            files=p.mq_files,
+            services_host=SERVICES_HOST,
+            services_port=s.mqtt_port,
+            gateway_host=s.host,
+            gateway_port=s.mqtt_tls_port,
+            certfile=p.tls.server_cert,
+            keyfile=p.tls.server_key,
+            pid_file=p.mq_pid,
+            data_dir=p.mq / "data",
+            log_file=p.mq_log,
+        )
+
+    def write_broker_files(self, gateway_hashes: dict[str, str] | None = None) -> bool:
+        """Config, ACLs, password files and TLS certificate (the CA is made once). Gateways
+        come from the database (credential hashes). Returns whether the config or the server
+        certificate changed, which a running broker only picks up on a restart."""
         p = self.paths
         self._service_dir(p.mq, "mosquitto")
         (p.mq / "data").mkdir(exist_ok=True)
-        p.mq_conf.write_text(
-            mosquitto_conf(
-                host=self.settings.host,
-                port=self.settings.mqtt_port,
-                passwd=p.mq_passwd,
-                acl=p.mq_acl,
-                pid_file=p.mq_pid,
-                data_dir=p.mq / "data",
-                log_file=p.mq_log,
-            )
-        )
-        p.mq_acl.write_text(acl_text())
+        p.tls.ca_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(p.tls.ca_dir, 0o755)  # ca.crt is public; ca.key is mode 600
+        reissued = ensure_certificates(p.tls, server_names(self.settings.host))
+        conf = self._broker_conf()
+        try:
+            changed = p.mq_conf.read_text() != conf
+        except FileNotFoundError:
+            changed = True
         sec = self.secrets()
-        p.mq_passwd.write_text(
-            password_lines(
-                {u: sec[u] for u in SERVICE_USERS} | {PROBE_USER: self._probe_password},
-                gateway_hashes or {},
-            )
+        write_broker_files(
+            p.mq_files,
+            conf=conf,
+            service_passwords={u: sec[u] for u in SERVICE_USERS}
+            | {PROBE_USER: self._probe_password},
+            gateway_hashes=gateway_hashes or {},
         )
-        os.chmod(p.mq_passwd, 0o600)
+        for old in ("passwd", "acl"):  # the single-listener layout before issue 9
+            (p.mq / old).unlink(missing_ok=True)
         self._own(p.mq, "mosquitto")
+        return changed or reissued
 
-    def reload_broker(self) -> None:
-        """Make mosquitto re-read its password file and ACL (SIGHUP)."""
+    def reload_broker(self) -> bool:
+        """Make mosquitto re-read its password files and ACLs (SIGHUP). False if it is not
+        running."""
         pid = self.mq_pid()
         if pid:
             os.kill(pid, signal.SIGHUP)
+        return pid is not None
+
+    def _mq_check_ports(self) -> None:
+        s = self.settings
+        for host, port, var in (
+            (SERVICES_HOST, s.mqtt_port, "VV_MQTT_PORT"),
+            (_connect_host(s.host), s.mqtt_tls_port, "VV_MQTT_TLS_PORT"),
+        ):
+            if _port_open(host, port):
+                raise StackError(
+                    f"port {port} is taken by another program; set {var} to a free port"
+                )
 
     def _mq_start(self) -> None:
-        if self.mq_pid():
-            return
-        if _port_open(self.settings.host, self.settings.mqtt_port):
-            raise StackError(
-                f"port {self.settings.mqtt_port} is taken by another program;"
-                " set VV_MQTT_PORT to a free port"
-            )
+        """Start mosquitto and wait until it accepts the probe user. It has then loaded its
+        files (no SIGHUP needed) and installed its signal handlers: a SIGHUP before that
+        kills it."""
+        self._mq_check_ports()
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             raise StackError("mosquitto is not installed; run `make setup`")
@@ -380,13 +431,17 @@ class Stack:
         _run(
             [exe, "-c", str(self.paths.mq_conf), "-d"], user="mosquitto", what="starting mosquitto"
         )
-        _wait_port(
-            self.settings.host,
-            self.settings.mqtt_port,
-            timeout_s=15,
-            what="mosquitto",
-            log_file=self.paths.mq_log,
-        )
+        self._wait_probe(timeout_s=15, what="mosquitto did not start and accept its probe user")
+
+    def _mq_stop(self) -> None:
+        pid = self.mq_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)  # a clean stop saves the persistence file
+            deadline = time.monotonic() + 30
+            while self.mq_pid() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.mq_pid():
+                raise StackError(f"mosquitto (pid {pid}) did not stop within 30 s")
 
     # --- the whole stack ------------------------------------------------------------------
     def up(self) -> None:
@@ -402,28 +457,45 @@ class Stack:
         self.sync_broker_users(start=True)
 
     def sync_broker_users(self, *, start: bool = False) -> None:
-        """Rewrite the broker's password file from the database's gateways, then reload."""
+        """Rewrite the broker's files from the database's gateways and make the broker use
+        them: reload a running broker (restart it if its config changed and ``start``), or
+        start it if ``start``."""
         from vitalvagt.db.gateways import gateway_credential_hashes
 
         self._probe_password = secrets.token_urlsafe(12)
-        self.write_broker_files(gateway_credential_hashes(self.database_url()))
-        if start:
-            self._mq_start()
+        changed = self.write_broker_files(gateway_credential_hashes(self.database_url()))
+        running = self.mq_pid() is not None
+        if running and changed and start:
+            log.warning("stack: mosquitto's configuration changed; restarting it")
+            self._mq_stop()
+            running = False
+        if not running:
+            if not start:
+                raise StackError("mosquitto is not running; run `vitalvagt stack up`")
+            self._mq_start()  # loads the files just written
+            return
+        if changed:
+            log.warning(
+                "stack: mosquitto's configuration changed; `vitalvagt stack up` restarts it"
+            )
         self.reload_broker()
-        self._wait_reloaded()
+        self._wait_probe(timeout_s=10, what="mosquitto did not load its new password file")
 
-    def _wait_reloaded(self, timeout_s: float = 10.0) -> None:
-        """SIGHUP is handled asynchronously: wait until the broker accepts this sync's probe
-        password, so that a gateway provisioned just now is not refused."""
+    def _wait_probe(self, *, timeout_s: float, what: str) -> None:
+        """Wait until the services listener accepts this sync's probe password: the broker
+        is up (its signal handlers installed) and has loaded the password files just written.
+        mosquitto reloads every listener's files in one pass, so the gateways' file is loaded
+        too. SIGHUP is handled asynchronously, so a gateway provisioned just now would
+        otherwise be refused."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vv-probe")
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=PROBE_USER)
             client.username_pw_set(PROBE_USER, self._probe_password)
             try:
-                client.connect(self.settings.host, self.settings.mqtt_port, keepalive=5)
+                client.connect(SERVICES_HOST, self.settings.mqtt_port, keepalive=5)
                 for _ in range(50):
                     client.loop(timeout=0.02)
                     if client.is_connected():
@@ -435,17 +507,15 @@ class Stack:
                 client.loop(timeout=0)
                 client.socket() and client.socket().close()  # type: ignore[union-attr]
             time.sleep(0.05)
-        raise StackError(f"mosquitto did not load its new password file within {timeout_s:.0f}s;"
-                         f" see {self.paths.mq_log}")
+        tail = (
+            self.paths.mq_log.read_text(errors="replace")[-2000:]
+            if self.paths.mq_log.exists()
+            else "(no log)"
+        )
+        raise StackError(f"{what} within {timeout_s:.0f}s; log {self.paths.mq_log}:\n{tail}")
 
     def down(self) -> None:
-        pid = self.mq_pid()
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not self.mq_pid():
-                    break
-                time.sleep(0.05)
+        self._mq_stop()
         if self.pg_running():
             _run(
                 [str(PG_BIN / "pg_ctl"), "-D", str(self.paths.pg_data), "-m", "fast", "-w", "stop"],
@@ -472,10 +542,15 @@ class Stack:
             "mosquitto": {
                 "running": mq is not None,
                 "pid": mq,
-                "address": f"{s.host}:{s.mqtt_port}",
+                "address": f"{SERVICES_HOST}:{s.mqtt_port}",  # services, plaintext
                 "service_users": list(SERVICE_USERS),
-                "connect": f"mosquitto_sub -h {s.host} -p {s.mqtt_port} -u vv-ingest -P <secret>"
-                " -t 'vv/v1/gw/+/obs' (passwords in secrets.json)",
+                "connect": f"mosquitto_sub -V mqttv5 -h {SERVICES_HOST} -p {s.mqtt_port}"
+                " -u vv-ingest -P <secret> -t 'vv/v1/gw/+/obs' (passwords in secrets.json)",
+                "tls_address": f"{s.host}:{s.mqtt_tls_port}",  # gateways, TLS
+                "ca_file": str(self.paths.ca_cert),
+                "gateway_connect": f"mosquitto_pub -V mqttv5 -h {_connect_host(s.host)}"
+                f" -p {s.mqtt_tls_port} --cafile {self.paths.ca_cert} -u GATEWAY_ID -P <password>"
+                " -q 1 -t vv/v1/gw/GATEWAY_ID/obs -m ...",
                 "config": str(self.paths.mq_conf),
                 "log": str(self.paths.mq_log.resolve()),
             },
@@ -494,9 +569,13 @@ def describe(status: dict[str, object]) -> str:
             f"PostgreSQL 15 + TimescaleDB: {state(pg['running'])} on {pg['address']}",
             f"  connect: {pg['connect']}",
             f"  data: {pg['data']}   log: {pg['log']}",
-            f"mosquitto: {state(mq['running'])} on {mq['address']}"
-            + (f" (pid {mq['pid']})" if mq["pid"] else ""),
-            f"  connect: {mq['connect']}",
+            f"mosquitto: {state(mq['running'])}"
+            + (f" (pid {mq['pid']})" if mq["pid"] else "")
+            + f"; services on {mq['address']} (plaintext, loopback only),"
+            f" gateways on {mq['tls_address']} (TLS)",
+            f"  services connect: {mq['connect']}",
+            f"  TLS CA file (give it to gateways): {mq['ca_file']}",
+            f"  gateway connect: {mq['gateway_connect']}",
             f"  config: {mq['config']}   log: {mq['log']}",
             f"secrets (mode 600): {status['secrets']}",
         ]
@@ -513,19 +592,64 @@ def with_stack_defaults(settings: Settings) -> Settings:
 
 
 @dataclass(frozen=True)
+class MqttBroker:
+    host: str
+    port: int
+    tls_ca: str | None  # None: plaintext
+
+
+@dataclass(frozen=True)
 class MqttEndpoint:
     host: str
     port: int
     username: str
     password: str
-    tls_ca: str | None
+    tls_ca: str | None  # None: plaintext
 
 
-def mqtt_endpoint(settings: Settings, service_user: str) -> MqttEndpoint:
-    """The broker and credentials for a service: VV_MQTT_* if set, else the embedded stack's."""
-    username = settings.mqtt_username or service_user
+def services_broker(settings: Settings) -> MqttBroker:
+    """The services listener: VV_MQTT_HOST:VV_MQTT_PORT, else the embedded one on loopback.
+    Plaintext, unless a remote one (VV_MQTT_HOST) is reached with TLS (VV_MQTT_TLS_CA)."""
+    if settings.mqtt_host:
+        ca = str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None
+        return MqttBroker(settings.mqtt_host, settings.mqtt_port, ca)
+    return MqttBroker(SERVICES_HOST, settings.mqtt_port, None)
+
+
+def gateway_broker(settings: Settings) -> MqttBroker:
+    """The gateway listener, always TLS: VV_MQTT_HOST:VV_MQTT_TLS_PORT verified against
+    VV_MQTT_TLS_CA, else the embedded one on VV_HOST verified against the stack's CA."""
+    if settings.mqtt_tls_ca:
+        ca = Path(settings.mqtt_tls_ca)
+    elif settings.mqtt_host:
+        raise StackError(
+            f"gateways connect to {settings.mqtt_host} with TLS: set VV_MQTT_TLS_CA to the CA"
+            " file that signed its certificate (the operator gives it out)"
+        )
+    else:
+        ca = Stack(settings).paths.ca_cert
+        if not ca.exists():
+            raise StackError(
+                f"no CA file {ca} for the embedded broker's TLS listener: run"
+                " `vitalvagt stack up` first or set VV_MQTT_TLS_CA"
+            )
+    host = settings.mqtt_host or _connect_host(settings.host)
+    return MqttBroker(host, settings.mqtt_tls_port, str(ca))
+
+
+def mqtt_endpoint(settings: Settings, user: str) -> MqttEndpoint:
+    """The broker and credentials for ``user`` (VV_MQTT_USERNAME if set): a service user
+    (``vv-*``) gets the services listener, a gateway the TLS gateway listener. The password
+    is VV_MQTT_PASSWORD if set, else a service's from the embedded stack."""
+    username = settings.mqtt_username or user
+    gateway = not is_service_user(username)
     if settings.mqtt_password is not None:
         password = settings.mqtt_password.get_secret_value()
+    elif gateway:
+        raise StackError(
+            f"no MQTT password for gateway {username!r}: set VV_MQTT_PASSWORD to the one"
+            " `vitalvagt admin add-gateway` printed"
+        )
     else:
         stack = Stack(settings)
         if not stack.paths.secrets.exists():
@@ -535,13 +659,8 @@ def mqtt_endpoint(settings: Settings, service_user: str) -> MqttEndpoint:
         password = stack.secrets().get(username, "")
         if not password:
             raise StackError(f"the embedded stack has no MQTT user {username!r}")
-    return MqttEndpoint(
-        host=settings.mqtt_host or settings.host,
-        port=settings.mqtt_port,
-        username=username,
-        password=password,
-        tls_ca=str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None,
-    )
+    broker = gateway_broker(settings) if gateway else services_broker(settings)
+    return MqttEndpoint(broker.host, broker.port, username, password, broker.tls_ca)
 
 
 def database_url(settings: Settings) -> str:

@@ -39,6 +39,7 @@ from vitalvagt.kinds import Kind
 from vitalvagt.observation import BodySite, DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag
 from vitalvagt.settings import Settings
+from vitalvagt.tls import TlsFiles, ensure_certificates
 from vitalvagt.wire import Command, CommandName
 
 pytestmark = pytest.mark.timeout(30)
@@ -343,12 +344,16 @@ def test_a_profile_decodes_a_quirky_cuff(manager: BleManager, pairing: PairingLi
 
 
 def app_settings(tmp_path: Path) -> Settings:
-    # A broker port where nothing listens: these tests are about the gateway itself.
+    # A broker port where nothing listens: these tests are about the gateway itself. Gateways
+    # always use TLS, so they need a CA file (a throw-away one: nothing is ever verified).
+    tls = TlsFiles(ca_dir=tmp_path / "tls", server_dir=tmp_path / "tls")
+    ensure_certificates(tls, ["127.0.0.1"])
     return Settings(
         state_dir=tmp_path,
         gateway_dir=tmp_path / "gw",
         gateway_id="gw-app-test",
-        mqtt_port=free_port(),
+        mqtt_tls_port=free_port(),
+        mqtt_tls_ca=tls.ca_cert,
         mqtt_password=SecretStr("unused"),
         ble_transport="bumble",
     )

@@ -37,6 +37,7 @@ def ingest_process(
         "VV_STATE_DIR": str(stack.paths.root),
         "VV_PG_PORT": str(stack.settings.pg_port),
         "VV_MQTT_PORT": str(stack.settings.mqtt_port),
+        "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port),
         "PYTHONPATH": str(ROOT),
     }
     argv = [

@@ -27,7 +27,8 @@ def test_thousand_homes_publish_exactly_the_cohort(stack: Stack, tmp_path: Path)
                       subscribe="vv/v1/gw/+/obs")
     try:
         stats = run_fleet(
-            database_url=stack.database_url(), host="127.0.0.1", port=stack.settings.mqtt_port,
+            database_url=stack.database_url(), host="127.0.0.1",
+            port=stack.settings.mqtt_tls_port, tls_ca=stack.paths.ca_cert,
             cohort_dir=str(cohort), speed=1e9, on_provisioned=stack.sync_broker_users,
         )  # fmt: skip
         assert stats.homes == 1000

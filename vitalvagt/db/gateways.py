@@ -6,7 +6,7 @@ import secrets
 
 import psycopg
 
-from vitalvagt.broker import mosquitto_hash
+from vitalvagt.broker import check_gateway_id, mosquitto_hash
 
 
 def gateway_credential_hashes(database_url: str) -> dict[str, str]:
@@ -23,7 +23,11 @@ def provision_gateway(
     patient_id: str | None = None,
     password: str | None = None,
 ) -> str:
-    """Create or re-key a gateway; returns its password (shown once, stored only hashed)."""
+    """Create or re-key a gateway; returns its password (shown once, stored only hashed).
+
+    Refuses (``BrokerConfigError``) an id that is malformed or in the service users' name
+    space (``vv-*``); the database's CHECK constraints refuse them too."""
+    check_gateway_id(gateway_id)
     password = password or secrets.token_urlsafe(18)
     conn.execute(
         "INSERT INTO gateways (id, patient_id, credential_hash) VALUES (%s, %s, %s)"
