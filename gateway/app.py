@@ -35,7 +35,7 @@ from gateway.ble import Backends, BleManager, ble_backends
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
-from gateway.publisher import BrokerConfig, Publisher
+from gateway.publisher import BrokerConfig, Publisher, ReceivedByHub
 from gateway.sqlite_file import SqliteFile
 from vitalvagt.settings import Settings
 from vitalvagt.wire import Command, CommandName
@@ -110,11 +110,17 @@ class Notices(SqliteFile):
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 id  TEXT NOT NULL UNIQUE
             );
+            -- The hub's last receipt: what the patient sees as "received by the hub".
+            CREATE TABLE IF NOT EXISTS received_by_hub (
+                one          INTEGER PRIMARY KEY CHECK (one = 1),
+                at           TEXT NOT NULL,
+                readings     INTEGER NOT NULL,
+                refused_code TEXT
+            );
             """
         )
         self._db = db
         return self
-
 
     def first_time(self, command_id: uuid.UUID) -> bool:
         """Record a command id; False if it was handled before."""
@@ -138,6 +144,22 @@ class Notices(SqliteFile):
             )
         assert cur.lastrowid is not None
         return Notice(cur.lastrowid, stamp, kind, message, str(command_id))
+
+    def record_receipt(self, received: ReceivedByHub) -> None:
+        with self._lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO received_by_hub (one, at, readings, refused_code)"
+                " VALUES (1, ?, ?, ?)",
+                (received.at.astimezone(UTC).isoformat(), received.readings,
+                 received.refused_code),
+            )  # fmt: skip
+
+    def last_receipt(self) -> ReceivedByHub | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT readings, at, refused_code FROM received_by_hub"
+            ).fetchone()
+        return ReceivedByHub(row[0], datetime.fromisoformat(row[1]), row[2]) if row else None
 
     def recent(self, limit: int = 20) -> list[Notice]:
         with self._lock:
@@ -193,7 +215,12 @@ class GatewayApp:
                     ble_backends(self.settings.ble_transport)
                 )
             self.publisher = await stack.enter_async_context(
-                Publisher(self.broker, self.outbox, on_command=self.handle_command)
+                Publisher(
+                    self.broker,
+                    self.outbox,
+                    on_command=self.handle_command,
+                    on_receipt=self.notices.record_receipt,
+                )
             )
             extra = {"clock": self._clock} if self._clock is not None else {}
             self.ble = await stack.enter_async_context(

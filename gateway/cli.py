@@ -438,6 +438,7 @@ def _notices(args: argparse.Namespace, settings: Settings) -> int:
     zone = ZoneInfo(settings.gateway_tz)
     with Notices(gateway_dir(settings) / NOTICES_FILE) as notices:
         rows = notices.recent(args.limit)
+        receipt = notices.last_receipt()
     if args.json:
         print(
             json.dumps(
@@ -456,6 +457,12 @@ def _notices(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
+    if receipt is not None:
+        # What the patient needs to know: the hub has the measurement.
+        print(f"{_local(receipt.at, zone)}  received by the hub"
+              f" ({receipt.readings} readings)"
+              + (f"; kept aside by the hub ({receipt.refused_code})" if receipt.refused_code
+                 else ""))  # fmt: skip
     for n in rows:
         print(f"{_local(n.at, zone)}  [{n.kind}] {n.message}")
     if not rows:

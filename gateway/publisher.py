@@ -1,10 +1,19 @@
 """Publishes the outbox over MQTT 5 with paho-mqtt 2.x, and receives the hub's commands.
 
-- QoS 1; a reading leaves the outbox only when its message's PUBACK reports success.
-- At most ``max_inflight`` messages and about ``max_inflight_bytes`` of payload
-  unacknowledged (paho holds each until its PUBACK; the byte bound keeps a replay after days
-  offline inside a tablet's memory). Never above 65,535 messages, paho's message-id
-  space); while catching up, up to ``batch_size`` readings go in one message.
+- End-to-end receipts: each message carries a ``batch_id`` (``<epoch>:<first seq>-<last
+  seq>``, the epoch new for each process) and a reading leaves the outbox only when the hub's
+  receipt for its batch arrives on ``vv/v1/gw/{id}/receipt``, i.e. after ingest committed it
+  (or kept it as a dead letter). The PUBACK only says the broker has it, and a broker that
+  crashes before ingest took its queue loses it: a batch with no receipt within
+  ``receipt_timeout_s`` of its PUBACK (doubling after each time-out, up to 16 times, reset by
+  the next receipt) is sent again, and at once when the broker lost our session. The hub
+  stores a reading sent twice once, by its stable id. ``receipts=False`` is the old contract
+  (PUBACK is enough), for a hub without receipts.
+- At most ``max_inflight`` messages and about ``max_inflight_bytes`` of payload not yet
+  confirmed (sent and awaiting PUBACK or receipt): paho holds each until its PUBACK, the
+  byte bound keeps a replay after days offline inside a tablet's memory, and the hub is
+  never sent more than that ahead of what it committed. Never above 65,535 messages, paho's
+  message-id space; while catching up, up to ``batch_size`` readings go in one message.
 - paho reconnects with back-off by itself and resends its in-flight messages in order; a
   restarted process resends everything still in the outbox (the stable id de-duplicates).
 - The status topic is retained: "online" on connect, "offline" as the last will.
@@ -20,6 +29,7 @@ import contextlib
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,9 +50,12 @@ from vitalvagt.wire import (
     Command,
     GatewayState,
     GatewayStatus,
+    Receipt,
+    ReceiptOutcome,
     cmd_topic,
     encode,
     obs_topic,
+    receipt_topic,
     status_topic,
 )
 
@@ -55,6 +68,7 @@ ACK_FLUSH_S = 0.25
 # not hold the whole backlog in memory on a tablet with an 80 MB budget.
 READ_MAX_READINGS = 10_000
 SESSION_EXPIRY_S = 7 * 24 * 3600  # commands wait a week for a tablet that is off
+MAX_RECEIPT_BACKOFF = 16  # the receipt time-out grows to at most 16 times its setting
 
 
 class BrokerUnavailable(GatewayError):
@@ -74,14 +88,28 @@ class BrokerConfig:
     batch_size: int = 100
     software: str = "vitalvagt-gateway 0.1.0"
     username: str | None = None  # the broker user; the gateway id unless configured otherwise
+    receipts: bool = True  # delete a reading on the hub's receipt, not on the PUBACK
+    receipt_timeout_s: float = 60.0  # after the PUBACK; then the batch is sent again
 
 
-def batch_payload(gateway_id: str, observations_json: bytes, sent_at: datetime) -> bytes:
+def batch_payload(
+    gateway_id: str, observations_json: bytes, sent_at: datetime, batch_id: str | None = None
+) -> bytes:
     """An observation batch around already-serialised, comma-separated observations (the
     outbox stores them so: no re-encoding per send)."""
     stamp = sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    head = f'{{"v":1,"gateway_id":"{gateway_id}","sent_at":"{stamp}","observations":['
+    bid = f'"batch_id":"{batch_id}",' if batch_id else ""
+    head = f'{{"v":1,"gateway_id":"{gateway_id}",{bid}"sent_at":"{stamp}","observations":['
     return b"".join((head.encode(), observations_json, b"]}"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedByHub:
+    """What the tablet shows the patient: the hub has these readings (its receipt)."""
+
+    readings: int
+    at: datetime  # when the hub committed them
+    refused_code: str | None = None  # set when the hub kept them as a dead letter
 
 
 class Publisher:
@@ -93,6 +121,7 @@ class Publisher:
         outbox: Outbox,
         *,
         on_command: Callable[[Command], None] | None = None,
+        on_receipt: Callable[[ReceivedByHub], None] | None = None,
     ) -> None:
         if not 1 <= config.max_inflight <= MQTT_MAX_INFLIGHT:
             raise GatewayError(
@@ -101,13 +130,19 @@ class Publisher:
         self.config = config
         self.outbox = outbox
         self.on_command = on_command
+        self.on_receipt = on_receipt
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (seq lo, seq hi, bytes)
-        self._inflight_bytes = 0
+        # Acknowledged by the broker, awaiting the hub's receipt: batch id -> (lo, hi, bytes,
+        # loop time of the time-out). In order of their PUBACKs.
+        self._awaiting: dict[str, tuple[int, int, int, float]] = {}
+        self._inflight_bytes = 0  # of both
+        self._epoch = uuid.uuid4().hex[:8]
+        self._receipt_backoff = 1
         self._acked: list[tuple[int, int]] = []
         self._acked_rows = 0
         self._flushed_at = 0.0
@@ -115,6 +150,9 @@ class Publisher:
         self.published_messages = 0
         self.acked_readings = 0
         self.refused_messages = 0
+        self.receipted_readings = 0
+        self.resent_batches = 0
+        self.last_receipt: ReceivedByHub | None = None
         self._refusal_backoff = Backoff(initial_s=1, max_s=300)
         self._resume_at = 0.0  # loop time before which nothing is handed after a refusal
 
@@ -181,7 +219,8 @@ class Publisher:
 
     @property
     def inflight(self) -> int:
-        return len(self._inflight)
+        """Messages sent and not yet confirmed (by PUBACK, or by receipt where receipts are on)."""
+        return len(self._inflight) + len(self._awaiting)
 
     # --- paho callbacks (paho's thread) -------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -191,6 +230,12 @@ class Publisher:
             )
             return
         client.subscribe(cmd_topic(self.config.gateway_id), qos=1)
+        if self.config.receipts:
+            client.subscribe(receipt_topic(self.config.gateway_id), qos=1)
+            if not _f.session_present:
+                # The broker lost our session, so it may have lost what it queued for ingest
+                # too: send everything not yet receipted again now, not after the time-out.
+                self._call(self._resend_unconfirmed, "the broker lost its session")
         client.publish(
             status_topic(self.config.gateway_id), self._status(GatewayState.ONLINE), 1, True
         )
@@ -213,6 +258,15 @@ class Publisher:
         self._call(self._settle, mid, bool(reason.is_failure), str(reason))
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/receipt"):
+            try:
+                receipt = Receipt.model_validate_json(msg.payload)
+            except ValidationError as exc:
+                log.error("gateway %s: ignoring a malformed receipt (%d errors)",
+                          self.config.gateway_id, exc.error_count())  # fmt: skip
+                return
+            self._call(self._on_hub_receipt, receipt)
+            return
         try:
             command = Command.model_validate_json(msg.payload)
         except ValidationError as exc:
@@ -229,13 +283,15 @@ class Publisher:
 
     # --- asyncio side -------------------------------------------------------------------
     def _status(self, state: GatewayState) -> bytes:
-        pending = self.outbox.stats().pending if self.outbox.is_open else None
+        stats = self.outbox.stats() if self.outbox.is_open else None
         return encode(
             GatewayStatus(
                 gateway_id=self.config.gateway_id,
                 state=state,
                 at=datetime.now(UTC),
-                outbox_pending=pending,
+                outbox_pending=stats.pending if stats else None,
+                outbox_dropped=stats.dropped_total if stats else None,
+                outbox_damaged=stats.damaged_total if stats else None,
                 software=self.config.software,
             )
         )
@@ -245,6 +301,12 @@ class Publisher:
         if sent is None:
             return  # status message, or a resend already settled
         lo, hi, size = sent
+        if not failed and self.config.receipts:
+            assert self._loop is not None
+            timeout_s = self.config.receipt_timeout_s * self._receipt_backoff
+            self._awaiting[self._batch_id(lo, hi)] = (lo, hi, size, self._loop.time() + timeout_s)
+            self._refusal_backoff.reset()
+            return  # bytes stay counted until the receipt
         self._inflight_bytes -= size
         seqs = (lo, hi)
         if failed:
@@ -267,6 +329,73 @@ class Publisher:
             self.acked_readings += hi - lo + 1
         self._wake.set()
 
+    def _batch_id(self, lo: int, hi: int) -> str:
+        return f"{self._epoch}:{lo}-{hi}"
+
+    def _on_hub_receipt(self, receipt: Receipt) -> None:
+        """The hub committed these batches: now they may leave the outbox."""
+        mine = f"{self._epoch}:"
+        readings, refused = 0, None
+        for item in receipt.batches:
+            if not item.batch_id.startswith(mine):
+                continue  # an earlier process's batch: everything pending was sent again
+            try:
+                lo, hi = (int(x) for x in item.batch_id[len(mine) :].split("-"))
+            except ValueError:
+                continue
+            entry = self._awaiting.pop(item.batch_id, None)
+            if entry is not None:
+                self._inflight_bytes -= entry[2]
+            # Also for a batch given up on (time-out): a late receipt still proves the hub has it.
+            self._acked.append((lo, hi))
+            self._acked_rows += hi - lo + 1
+            self.acked_readings += hi - lo + 1
+            readings += hi - lo + 1
+            if item.outcome is ReceiptOutcome.DEAD_LETTER:
+                refused = item.code or "dead_letter"
+                log.error("gateway %s: the hub refused readings %d-%d (%s); it keeps them as a"
+                          " dead letter", self.config.gateway_id, lo, hi, refused)  # fmt: skip
+        if not readings:
+            return
+        self._receipt_backoff = 1
+        self.receipted_readings += readings
+        self.last_receipt = ReceivedByHub(readings, receipt.at, refused)
+        if self.on_receipt:
+            self.on_receipt(self.last_receipt)
+        self._wake.set()
+
+    def _expire_receipts(self) -> None:
+        """Batches whose receipt is overdue are sent again (see the module doc)."""
+        if not self._awaiting:
+            return
+        assert self._loop is not None
+        first = next(iter(self._awaiting.values()))
+        if first[3] <= self._loop.time():
+            self._receipt_backoff = min(self._receipt_backoff * 2, MAX_RECEIPT_BACKOFF)
+            self._resend_unconfirmed("no receipt from the hub in time")
+
+    def _resend_unconfirmed(self, why: str) -> None:
+        """Forget every batch sent and not yet receipted; the pump reads them again from the
+        outbox. A late PUBACK is then ignored, a late receipt still acknowledges."""
+        if not self._awaiting and not self._inflight:
+            return
+        los = [e[0] for e in self._awaiting.values()] + [e[0] for e in self._inflight.values()]
+        n = len(self._awaiting) + len(self._inflight)
+        self.resent_batches += n
+        log.warning("gateway %s: %s; sending %d batches again from reading %d",
+                    self.config.gateway_id, why, n, min(los))  # fmt: skip
+        self._last_handed = min(self._last_handed, min(los) - 1)
+        self._awaiting.clear()
+        self._inflight.clear()
+        self._inflight_bytes = 0
+        self._wake.set()
+
+    def _next_deadline_s(self) -> float | None:
+        if not self._awaiting:
+            return None
+        assert self._loop is not None
+        return max(0.0, next(iter(self._awaiting.values()))[3] - self._loop.time())
+
     def _flush_acks(self, *, force: bool = False) -> None:
         """Remove acknowledged readings from the outbox, in bulk: one transaction per
         ``ACK_FLUSH_ROWS`` readings or ``ACK_FLUSH_S`` seconds, not one per PUBACK."""
@@ -286,10 +415,11 @@ class Publisher:
         loop = asyncio.get_running_loop()
         while True:
             self._flush_acks()
+            self._expire_receipts()
             if (pause := self._resume_at - loop.time()) > 0:
                 await asyncio.sleep(pause)  # the broker refused a message: back off
                 continue
-            room = cfg.max_inflight - len(self._inflight)
+            room = cfg.max_inflight - self.inflight
             if self._inflight_bytes >= cfg.max_inflight_bytes:
                 room = 0  # enough bytes in flight: wait for acknowledgements
             runs = (
@@ -302,19 +432,26 @@ class Publisher:
             if not runs:
                 # Everything is handed to paho: flush what is acknowledged when nothing is
                 # in flight any more (else on the usual size/age rule, not per PUBACK).
-                self._flush_acks(force=not self._inflight)
+                self._flush_acks(force=not self.inflight)
                 self._wake.clear()
+                # Acknowledged readings left unflushed leave the outbox on time anyway, and
+                # an overdue receipt is noticed on time.
+                waits = [t for t in (ACK_FLUSH_S if self._acked else None,
+                                     self._next_deadline_s()) if t is not None]  # fmt: skip
                 with contextlib.suppress(TimeoutError):
-                    # Acknowledged readings left unflushed leave the outbox on time anyway.
-                    await asyncio.wait_for(
-                        self._wake.wait(), ACK_FLUSH_S if self._acked else None
-                    )
+                    await asyncio.wait_for(self._wake.wait(), min(waits) if waits else None)
                 continue
             now = datetime.now(UTC)
             for run in runs:
                 if not self._publish_run(client, topic, run, now):
                     break  # paho's window is full: wait for acknowledgements
             await asyncio.sleep(0)  # let acknowledgements in between bursts
+
+    def _payload(self, run: Run, i: int, j: int, now: datetime) -> bytes:
+        cfg = self.config
+        lo, hi = run.first_seq + i, run.first_seq + j - 1
+        batch_id = self._batch_id(lo, hi) if cfg.receipts else None
+        return batch_payload(cfg.gateway_id, run.joined(i, j), now, batch_id)
 
     def _publish_run(self, client: mqtt.Client, topic: str, run: Run, now: datetime) -> bool:
         """Publish consecutive readings in batches; False when the window (messages or bytes)
@@ -323,10 +460,10 @@ class Publisher:
         i = 0
         while i < run.count:
             j = min(run.count, i + cfg.batch_size)
-            payload = batch_payload(cfg.gateway_id, run.joined(i, j), now)
+            payload = self._payload(run, i, j, now)
             while len(payload) > MAX_PAYLOAD_BYTES and j - i > 1:
                 j = i + (j - i) // 2
-                payload = batch_payload(cfg.gateway_id, run.joined(i, j), now)
+                payload = self._payload(run, i, j, now)
             info = client.publish(topic, payload, qos=1)
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 return False

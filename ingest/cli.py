@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import signal
-from typing import Any
 
 from vitalvagt.settings import Settings
 
@@ -14,10 +13,12 @@ log = logging.getLogger(__name__)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.errors import IngestError
     from ingest.metrics import serve_health
     from ingest.rollups import start_jobs
     from ingest.service import IngestConfig, IngestService
     from vitalvagt.stack import database_url, mqtt_endpoint
+    from vitalvagt.wire import MAX_AGE
 
     ep = mqtt_endpoint(settings, "vv-ingest")
     config = IngestConfig(
@@ -27,20 +28,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         batch_max_age_s=args.batch_age_ms / 1000, receive_maximum=args.receive_maximum,
         end_session_on_stop=args.end_session_on_exit,
     )  # fmt: skip
+    if args.retention_days <= MAX_AGE.days:
+        raise IngestError(
+            f"--retention-days {args.retention_days} must exceed the {MAX_AGE.days} days of the"
+            " oldest reading ingest accepts, or accepted readings would be deleted unseen"
+        )
     service = IngestService(config)
-
-    def health() -> dict[str, Any]:
-        age = service.metrics.oldest_unacked_s._value.get()
-        connected = service.wait_connected(0)
-        return {
-            "healthy": connected and age < 60,
-            "mqtt_connected": connected,
-            "oldest_unacked_s": age,
-            "batches_stored": service.stored_batches,
-        }
-
     server = (
-        serve_health(settings.host, args.health_port, service.metrics, health)
+        serve_health(settings.host, args.health_port, service.metrics, service.health)
         if args.health_port
         else None
     )
@@ -58,6 +53,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     log.info("ingest %s: starting (health on %s)", config.client_id, args.health_port or "off")
     try:
         service.run()
+    except Exception as exc:
+        # Any end but a signal is an error: say why, exit non-zero (the service manager
+        # restarts us; unacknowledged messages come again).
+        log.error("ingest %s: stopped: %s: %s", config.client_id, type(exc).__name__, exc)
+        raise IngestError(f"ingest stopped: {type(exc).__name__}: {exc}") from exc
     finally:
         if jobs:
             jobs.shutdown(wait=False)

@@ -28,7 +28,7 @@ def list_dead_letters(
     conn: psycopg.Connection, *, include_replayed: bool = False, limit: int = 100
 ) -> list[DeadLetter]:
     rows = conn.execute(
-        "SELECT id, received_at, topic, gateway_id, reason_code, reason, length(payload),"
+        "SELECT id, received_at, topic, gateway_id, reason_code, reason, payload_size,"
         " replayed_at, replay_result FROM dead_letters"
         " WHERE %s OR replayed_at IS NULL ORDER BY id LIMIT %s",
         (include_replayed, limit),
@@ -55,11 +55,18 @@ def replay(database_url: str, *, ids: list[int] | None = None) -> list[ReplayOut
         directory = GatewayDirectory(min_reload_s=0)
         directory.reload(conn)
         letters = conn.execute(
-            "SELECT id, topic, payload FROM dead_letters WHERE replayed_at IS NULL"
-            " AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id",
+            "SELECT id, topic, payload, payload_truncated FROM dead_letters"
+            " WHERE replayed_at IS NULL AND (%s::bigint[] IS NULL OR id = ANY(%s)) ORDER BY id",
             (ids, ids),
         ).fetchall()
-        for dl_id, topic, payload in letters:
+        for dl_id, topic, payload, truncated in letters:
+            if truncated:  # only its first bytes were kept: never valid, nothing to replay
+                detail = "still refused: kept truncated (it was over the size limit)"
+                conn.execute(
+                    "UPDATE dead_letters SET replay_result = %s WHERE id = %s", (detail, dl_id)
+                )
+                outcomes.append(ReplayOutcome(dl_id, False, detail))
+                continue
             outcome = validate(Message(topic, bytes(payload), datetime.now(UTC)), directory, conn)
             if isinstance(outcome, Accepted):
                 try:

@@ -27,6 +27,17 @@ class Metrics:
         self.dead_letters = Counter(
             "vv_ingest_dead_letters", "messages kept as dead letters", ["code"], registry=r
         )
+        self.dead_letters_capped = Counter(
+            "vv_ingest_dead_letters_capped",
+            "dead letters over a gateway's or the total cap: counted, not kept",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.retained_ignored = Counter(
+            "vv_ingest_retained_ignored", "retained messages on obs topics, ignored", registry=r
+        )
+        self.receipts_sent = Counter(
+            "vv_ingest_receipts", "receipts sent to gateways after a commit", registry=r
+        )
         self.db_retries = Counter("vv_ingest_db_retries", "batch writes retried", registry=r)
         self.batch_seconds = Histogram(
             "vv_ingest_batch_seconds", "validate+write+commit time of a batch", registry=r,

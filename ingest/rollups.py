@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from ingest.bounds import DeadLetterLimits, expire_dead_letters
+
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x7676_726F  # one roll-up refresh at a time across ingest processes
@@ -91,7 +93,11 @@ def drop_old_chunks(conn: psycopg.Connection, *, retention_days: int) -> int:
 
 
 def start_jobs(
-    database_url: str, *, retention_days: int, rollup_interval_s: float
+    database_url: str,
+    *,
+    retention_days: int,
+    rollup_interval_s: float,
+    dead_letter_retention_days: int = DeadLetterLimits().retention_days,
 ) -> BackgroundScheduler:
     """The periodic jobs of ingest, in one scheduler (design rule 5)."""
 
@@ -100,8 +106,12 @@ def start_jobs(
             refresh_rollups(conn, retention_days=retention_days)
 
     def retention() -> None:
-        with psycopg.connect(database_url) as conn:
+        with psycopg.connect(database_url, autocommit=True) as conn:
             drop_old_chunks(conn, retention_days=retention_days)
+            expired = expire_dead_letters(conn, retention_days=dead_letter_retention_days)
+            if expired:
+                log.info("retention: deleted %d dead letters older than %d days", expired,
+                         dead_letter_retention_days)  # fmt: skip
 
     scheduler = BackgroundScheduler(timezone="UTC")
     scheduler.add_job(

@@ -12,6 +12,16 @@
 - Two stages: a decoder thread runs the wire checks (pure CPU) on the next batch while the
   writer (the caller's thread) waits for the database to store the previous one, so
   Python's work and PostgreSQL's overlap on two cores. At most two decoded batches wait.
+- Receipts: after the commit, each gateway whose messages carried a ``batch_id`` gets a
+  receipt on ``vv/v1/gw/{id}/receipt`` naming those batches (stored, or kept as a dead
+  letter); only then does the gateway delete them from its outbox. A broker that crashes
+  with acknowledged messages queued loses nothing: the gateway sends them again.
+- No input stops ingest: a batch the database refuses is stored message by message, a dead
+  letter it refuses is kept in a reduced form, and only a signal (``stop()``) ends ``run``;
+  any other end raises with its reason.
+- Retained messages on obs topics are not readings: the broker replays them to every new
+  subscriber. They are acknowledged and ignored (counted); the live delivery, which is not
+  flagged retained, was handled when it was published.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.bounds import DeadLetterBudget, DeadLetterLimits
 from ingest.errors import DatabaseUnavailable, IngestError, StorageRefused
 from ingest.metrics import Metrics
 from ingest.store import (
@@ -43,15 +54,30 @@ from ingest.store import (
     Store,
     WriteResult,
     decode_message,
+    parse_gateway,
     resolve,
 )
+from vitalvagt.logs import Throttle
 from vitalvagt.retry import Backoff
+from vitalvagt.wire import (
+    MAX_RECEIPT_BATCHES,
+    Receipt,
+    ReceiptItem,
+    ReceiptOutcome,
+    encode,
+    receipt_topic,
+)
 
 log = logging.getLogger(__name__)
 
 SHARED_TOPIC = "$share/ingest/vv/v1/gw/+/obs"
 SESSION_EXPIRY_S = 24 * 3600
 SWITCH_INTERVAL_S = 0.0005
+IDLE_DB_CHECK_S = 10.0  # an idle ingest still notices a database outage
+# /healthz turns 503 (docs/operations.md) when any of these lasts longer:
+HEALTH_DB_DOWN_S = 30.0
+HEALTH_MQTT_DOWN_S = 30.0
+HEALTH_OLDEST_UNACKED_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,12 @@ class IngestConfig:
     receive_maximum: int = 1000  # unacknowledged messages the broker may send us
     tls_ca: str | None = None
     end_session_on_stop: bool = False  # for an instance being retired: drop its queued share
+    receipts: bool = True  # answer batches that carry a batch_id (off only to measure them)
+    dead_letter_limits: DeadLetterLimits = field(default_factory=DeadLetterLimits)
+
+
+class _Stopping(Exception):
+    """stop() was called while a batch waited for the database (not an error)."""
 
 
 class IngestService:
@@ -81,7 +113,15 @@ class IngestService:
         self._connected = threading.Event()
         self._client: mqtt.Client | None = None
         self._directory = GatewayDirectory()
+        self._budget = DeadLetterBudget(config.dead_letter_limits)
+        self._throttle = Throttle(per_interval=5, interval_s=60)
         self.stored_batches = 0
+        self.receipts_sent = 0
+        # For /healthz: monotonic times, None while all is well.
+        self._pending_since: float | None = None  # the batch being stored was received then
+        self._db_down_since: float | None = None
+        self._db_error = ""
+        self._mqtt_down_since: float | None = time.monotonic()
 
     # --- MQTT (paho's thread) -----------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -89,16 +129,32 @@ class IngestService:
             log.error("ingest %s: broker refused the connection: %s", self.config.client_id, reason)
             return
         client.subscribe(SHARED_TOPIC, qos=1)
+        self._mqtt_down_since = None
         self._connected.set()
         log.info("ingest %s: connected, subscribed to %s", self.config.client_id, SHARED_TOPIC)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
+        if self._mqtt_down_since is None:
+            self._mqtt_down_since = time.monotonic()
         if not self._stop.is_set():
             log.warning("ingest %s: disconnected (%s); reconnecting", self.config.client_id, reason)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.metrics.messages_in.inc()
+        if msg.retain:
+            # A retained message replayed on subscribe: not a new reading (see the module doc).
+            self.metrics.retained_ignored.inc()
+            _c.ack(msg.mid, 1)
+            show, held = self._throttle.allow(("retained", msg.topic))
+            if show:
+                log.warning(
+                    "ingest: ignoring a retained message on %s (%d more not logged);"
+                    " gateways must not publish observations retained",
+                    msg.topic,
+                    held,
+                )
+            return
         # Blocks paho's thread when full; Receive Maximum keeps that from happening.
         self._inbox.put(Message(msg.topic, msg.payload, datetime.now(UTC), msg.mid))
 
@@ -115,6 +171,7 @@ class IngestService:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(1000)  # receipts out, at QoS 1
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = cfg.receive_maximum
@@ -159,9 +216,7 @@ class IngestService:
                 try:
                     outcomes.append(decode_message(msg))
                 except Exception as exc:  # a bug, not bad input: keep the message, say why
-                    log.exception("ingest: decoding a message on %s failed", msg.topic)
-                    reason = f"internal_error: decoding failed ({exc!r}); replay after the fix"
-                    outcomes.append(Rejected(msg, None, "internal_error", reason))
+                    outcomes.append(self._internal_error(msg, exc))
             while not self._stop.is_set():
                 try:
                     self._decoded.put(outcomes, timeout=0.5)
@@ -169,46 +224,89 @@ class IngestService:
                 except queue.Full:
                     continue
 
-    def _store(self, store: Store, outcomes: list[Decoded | Rejected]) -> None:
+    def _internal_error(self, msg: Message, exc: BaseException) -> Rejected:
+        """A fault in the hub's decoder: the message is kept (replayable once fixed). The log
+        names the exception type and where it was raised, never its text (which may quote
+        the sender's data); rate-limited, since a sender can provoke it at will."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+        show, held = self._throttle.allow(("internal_error", type(exc)))
+        if show:
+            log.error("ingest: decoding a message on %s failed: %s at %s (%d more not logged)",
+                      msg.topic, type(exc).__name__, where, held)  # fmt: skip
+        name = parse_gateway(msg.topic)
+        reason = f"internal_error: decoding failed ({type(exc).__name__}); replay after the fix"
+        return Rejected(msg, name, "internal_error", reason)
+
+    def _store(self, store: Store, outcomes: list[Decoded | Rejected]) -> WriteResult:
+        """Store one batch, waiting out a database outage; returns what was written.
+        Raises only _Stopping (stop() was called meanwhile)."""
         backoff = Backoff(initial_s=0.5, max_s=30)
         while True:
             t0 = time.perf_counter()
             try:
                 if store._conn is None:
                     store.open()
+                self._budget.maybe_refresh(store.conn)
                 accepted: list[Accepted] = []
                 rejected: list[Rejected] = []
                 for outcome in outcomes:
                     checked = resolve(outcome, self._directory, store.conn)
                     (accepted if isinstance(checked, Accepted) else rejected).append(checked)
                 try:
-                    result = store.write(accepted, rejected)
+                    kept, capped = self._budget.split(rejected)
+                    result = store.write(accepted, kept, capped)
                 except StorageRefused as exc:
                     # Refused, not unavailable: retrying the batch would refuse it forever
                     # and hold up every message behind it. Find the message(s) it refuses.
                     log.error("ingest batch of %d: the database refused it (%s); storing its"
                               " messages one by one", len(outcomes), exc)  # fmt: skip
-                    result = self._write_one_by_one(store, accepted, rejected)
+                    result, kept, capped = self._write_one_by_one(store, accepted, rejected)
             except (DatabaseUnavailable, psycopg.OperationalError) as exc:
                 store.close()
+                self._database_down(str(exc))
                 delay = backoff.next_delay()
                 self.metrics.db_retries.inc()
                 log.warning("ingest batch of %d: %s; retrying in %.1fs", len(outcomes), exc, delay)
                 if self._stop.wait(delay):
-                    raise IngestError("stopped while the database was unavailable") from exc
+                    raise _Stopping from exc
                 continue
-            self.metrics.record_batch(result, time.perf_counter() - t0, rejected)
+            self._db_down_since = None
+            self._budget.record(kept)
+            self.metrics.record_batch(result, time.perf_counter() - t0, kept)
             self.stored_batches += 1
-            for r in rejected:
-                log.warning("gateway %s: dead letter %s: %s", r.gateway_id, r.code, r.reason)
-            return
+            self._log_dead_letters(kept, capped)
+            # A message refused one by one is in ``rejected`` now, not among the stored.
+            refused = {id(r.message) for r in rejected}
+            result.outcomes = [a for a in accepted if id(a.message) not in refused] + rejected
+            return result
 
-    @staticmethod
+    def _database_down(self, error: str) -> None:
+        if self._db_down_since is None:
+            self._db_down_since = time.monotonic()
+        self._db_error = error.splitlines()[0] if error else "unavailable"
+
+    def _log_dead_letters(self, kept: list[Rejected], capped: list[Rejected]) -> None:
+        for r in kept:
+            show, held = self._throttle.allow(("dead_letter", r.gateway_id))
+            if show:
+                log.warning("gateway %s: dead letter %s (%d more not logged): %s",
+                            r.gateway_id, r.code, held, r.reason)  # fmt: skip
+        for r in capped:
+            self.metrics.dead_letters_capped.labels(r.code).inc()
+            show, held = self._throttle.allow(("capped", r.gateway_id))
+            if show:
+                log.error("gateway %s: over its dead-letter cap; %s counted, not kept"
+                          " (%d more not logged)", r.gateway_id, r.code, held)  # fmt: skip
+
     def _write_one_by_one(
-        store: Store, accepted: list[Accepted], rejected: list[Rejected]
-    ) -> WriteResult:
+        self, store: Store, accepted: list[Accepted], rejected: list[Rejected]
+    ) -> tuple[WriteResult, list[Rejected], list[Rejected]]:
         """Each message in its own transaction; one the database refuses becomes a dead letter
-        with the database's reason (appended to ``rejected``)."""
+        with the database's reason (appended to ``rejected``). A dead letter the database
+        refuses too is kept reduced (``_keep_reduced``): nothing stops ingest."""
         result = WriteResult()
         for a in accepted:
             try:
@@ -219,8 +317,55 @@ class IngestService:
             result.inserted += part.inserted
             result.duplicates += part.duplicates
             result.patients |= part.patients
-        result.dead_letters = store.write([], rejected).dead_letters
-        return result
+        kept, capped = self._budget.split(rejected)
+        try:
+            result.dead_letters = store.write([], kept, capped).dead_letters
+        except StorageRefused:
+            for r in kept:
+                result.dead_letters += self._keep_reduced(store, r)
+            store.write([], [], capped)
+        return result, kept, capped
+
+    @staticmethod
+    def _keep_reduced(store: Store, r: Rejected) -> int:
+        """A dead letter the database refused: keep its payload (bytea takes any bytes) under
+        a reason and topic of the hub's own, so that it is not lost."""
+        reduced = Rejected(
+            Message("(topic not storable)", r.message.payload, r.message.received_at),
+            r.gateway_id, r.code, f"{r.code}: kept reduced; the database refused its details",
+        )  # fmt: skip
+        try:
+            return store.write([], [reduced]).dead_letters
+        except StorageRefused as exc:
+            log.error("gateway %s: a dead letter %s could not be kept (%s)", r.gateway_id,
+                      r.code, exc)  # fmt: skip
+            return 0
+
+    def _send_receipts(self, outcomes: list[Accepted | Rejected]) -> None:
+        """After the commit: tell each gateway which of its batches the hub now holds."""
+        client = self._client
+        if client is None or not self.config.receipts:
+            return
+        per_gateway: dict[str, list[ReceiptItem]] = {}
+        for o in outcomes:
+            batch_id, gw = o.batch_id, o.gateway_id
+            if batch_id is None or gw is None:
+                continue  # a gateway that asks for no receipts, or a topic that did not parse
+            if isinstance(o, Accepted):
+                item = ReceiptItem(batch_id=batch_id, outcome=ReceiptOutcome.STORED,
+                                   readings=len(o.rows))  # fmt: skip
+            else:
+                item = ReceiptItem(batch_id=batch_id, outcome=ReceiptOutcome.DEAD_LETTER,
+                                   code=o.code)  # fmt: skip
+            per_gateway.setdefault(gw, []).append(item)
+        now = datetime.now(UTC)
+        for gw, items in per_gateway.items():
+            for i in range(0, len(items), MAX_RECEIPT_BATCHES):
+                receipt = Receipt(gateway_id=gw, at=now,
+                                  batches=tuple(items[i : i + MAX_RECEIPT_BATCHES]))  # fmt: skip
+                client.publish(receipt_topic(gw), encode(receipt), qos=1)
+                self.receipts_sent += 1
+                self.metrics.receipts_sent.inc()
 
     def _ack(self, outcomes: list[Decoded | Rejected]) -> None:
         client = self._client
@@ -229,6 +374,8 @@ class IngestService:
             client.ack(outcome.message.mid, 1)
 
     def run(self) -> None:
+        """Until ``stop()``. Any other end raises IngestError with its reason (the command
+        then exits non-zero); bad input never ends it."""
         # The writer waits on PostgreSQL several times a batch; with the default 5 ms switch
         # interval it then waits that long for the decoder to release the GIL (a convoy).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -237,6 +384,7 @@ class IngestService:
             target=self._decode_loop, name=f"{self.config.client_id}-decoder", daemon=True
         )
         decoder.start()
+        idle_since = time.monotonic()
         try:
             with Store(self.config.database_url) as store:
                 while not self._stop.is_set():
@@ -249,16 +397,21 @@ class IngestService:
                             raise IngestError(
                                 "the decoder thread stopped; see the log above"
                             ) from None
-                        self.metrics.oldest_unacked_s.set(0)
+                        if time.monotonic() - idle_since >= IDLE_DB_CHECK_S:
+                            idle_since = time.monotonic()
+                            self._check_database(store)
                         continue
-                    self.metrics.oldest_unacked_s.set(
-                        (datetime.now(UTC) - outcomes[0].message.received_at).total_seconds()
+                    self._pending_since = time.monotonic() - max(
+                        0.0, (datetime.now(UTC) - outcomes[0].message.received_at).total_seconds()
                     )
                     try:
-                        self._store(store, outcomes)
-                    except IngestError:
-                        break  # stopping: unacknowledged messages are redelivered later
+                        result = self._store(store, outcomes)
+                    except _Stopping:
+                        break  # unacknowledged messages are redelivered later
+                    self._send_receipts(result.outcomes)
                     self._ack(outcomes)
+                    self._pending_since = None
+                    idle_since = time.monotonic()
         finally:
             self._stop.set()
             decoder.join(5)
@@ -271,6 +424,42 @@ class IngestService:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _check_database(self, store: Store) -> None:
+        try:
+            if store._conn is None:
+                store.open()
+            store.conn.execute("SELECT 1")
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            store.close()
+            self._database_down(str(exc))
+            log.warning("ingest %s: the database is unreachable: %s", self.config.client_id,
+                        self._db_error)  # fmt: skip
+        else:
+            self._db_down_since = None
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: healthy, and each reason it is not (docs/operations.md)."""
+        now = time.monotonic()
+        oldest = now - self._pending_since if self._pending_since is not None else 0.0
+        db_down = now - self._db_down_since if self._db_down_since is not None else 0.0
+        mqtt_down = now - self._mqtt_down_since if self._mqtt_down_since is not None else 0.0
+        self.metrics.oldest_unacked_s.set(oldest)
+        problems = []
+        if db_down > HEALTH_DB_DOWN_S:
+            problems.append(f"database unreachable for {db_down:.0f} s: {self._db_error}")
+        if mqtt_down > HEALTH_MQTT_DOWN_S:
+            problems.append(f"broker unreachable for {mqtt_down:.0f} s")
+        if oldest > HEALTH_OLDEST_UNACKED_S:
+            problems.append(f"a message has waited {oldest:.0f} s to be stored")
+        return {
+            "healthy": not problems,
+            "problems": problems,
+            "mqtt_connected": self._connected.is_set(),
+            "database_reachable": self._db_down_since is None,
+            "oldest_unacked_s": round(oldest, 3),
+            "batches_stored": self.stored_batches,
+        }
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)

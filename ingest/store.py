@@ -18,20 +18,22 @@ from datetime import datetime
 
 import psycopg
 
+from ingest.bounds import kept_payload
 from ingest.errors import DatabaseUnavailable, StorageRefused
-from vitalvagt.wire import ObservationBatch, WireError, decode_batch, parse_topic
+from vitalvagt.wire import ObservationBatch, WireError, batch_id_of, decode_batch, parse_topic
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "vv_observations"
 STAGE_COLUMNS = (
     "id", "measured_at", "received_at", "patient_id", "gateway_id", "device_address", "kind",
-    "value", "unit", "time_source", "reading_id", "flags", "body_site",
+    "value", "unit", "time_source", "reading_id", "flags", "body_site", "device_model",
+    "device_serial",
 )  # fmt: skip
 COLUMNS = ", ".join(STAGE_COLUMNS)
 STAGE_TYPES = (
     "uuid", "timestamptz", "timestamptz", "text", "text", "text", "text", "float8", "text",
-    "text", "uuid", "text[]", "text",
+    "text", "uuid", "text[]", "text", "text", "text",
 )  # fmt: skip
 
 
@@ -48,7 +50,11 @@ class Rejected:
     message: Message
     gateway_id: str | None
     code: str
-    reason: str
+    reason: str  # the hub's own words (vitalvagt.wire): never the sender's text
+
+    @property
+    def batch_id(self) -> str | None:
+        return batch_id_of(self.message.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,7 @@ class Accepted:
     patient_id: str
     rows: list[tuple[object, ...]]
     devices: dict[str, tuple[str | None, str | None]]  # address -> (model, serial)
+    batch_id: str | None = None  # the gateway's name for the message, for its receipt
 
 
 @dataclass
@@ -65,7 +72,9 @@ class WriteResult:
     inserted: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    capped: int = 0  # dead letters over the bounds: counted, not kept
     patients: set[str] = field(default_factory=set)
+    outcomes: list[Accepted | Rejected] = field(default_factory=list)  # for the receipts
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,14 @@ class Decoded:
     message: Message
     gateway_id: str
     batch: ObservationBatch
+
+
+def parse_gateway(topic: str) -> str | None:
+    """The gateway id of an obs topic, or None."""
+    try:
+        return parse_topic(topic)[0]
+    except WireError:
+        return None
 
 
 def decode_message(msg: Message, *, now: datetime | None = None) -> Decoded | Rejected:
@@ -173,9 +190,9 @@ def resolve(
             o.id, o.measured_at, o.received_at, patient_id, gateway_id, address,
             o.kind.value, o.value, o.unit, o.time_source.value, o.reading_id,
             [f.value for f in o.flags] if o.flags else [],
-            o.body_site.value if o.body_site else None,
+            o.body_site.value if o.body_site else None, device.model, device.serial,
         ))  # fmt: skip
-    return Accepted(msg, gateway_id, patient_id, rows, devices)
+    return Accepted(msg, gateway_id, patient_id, rows, devices, batch.batch_id)
 
 
 def validate(
@@ -227,17 +244,34 @@ class Store:
             raise DatabaseUnavailable("not connected to the database")
         return self._conn
 
-    def write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> WriteResult:
-        """Store a batch in one transaction. Raises DatabaseUnavailable (retry later) or
-        StorageRefused (the same write would be refused again)."""
+    def write(
+        self,
+        accepted: Sequence[Accepted],
+        rejected: Sequence[Rejected],
+        capped: Sequence[Rejected] = (),
+    ) -> WriteResult:
+        """Store a batch in one transaction: readings, dead letters kept in full
+        (``rejected``) and counted only (``capped``, over the bounds). Raises
+        DatabaseUnavailable (retry later) or StorageRefused (the same write would be refused
+        again); nothing else."""
         try:
-            return self._write(accepted, rejected)
+            return self._write(accepted, rejected, capped)
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(f"database write failed: {exc}") from exc
         except psycopg.DatabaseError as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise StorageRefused(first.replace("\x00", "")) from exc
+            raise StorageRefused(refusal_reason(exc)) from exc
+        except Exception as exc:  # e.g. a value psycopg cannot encode: refused all the same
+            self._rollback_if_open()
+            raise StorageRefused(f"{type(exc).__name__} while encoding the batch") from exc
+
+    def _rollback_if_open(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.closed and conn.info.transaction_status != 0:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                self.close()
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, rows: list[tuple[object, ...]]) -> None:
@@ -247,7 +281,9 @@ class Store:
             for row in rows:
                 copy.write_row(row)
 
-    def _write(self, accepted: Sequence[Accepted], rejected: Sequence[Rejected]) -> WriteResult:
+    def _write(
+        self, accepted: Sequence[Accepted], rejected: Sequence[Rejected], capped: Sequence[Rejected]
+    ) -> WriteResult:
         conn = self.conn
         result = WriteResult()
         with conn.transaction(), conn.cursor() as cur:
@@ -276,22 +312,35 @@ class Store:
                 self._mark_dirty(cur, touched)
                 self._seen(cur, accepted)
             if rejected:
+                rows_dl = []
+                for r in rejected:
+                    kept = kept_payload(r.message.payload)
+                    rows_dl.append((
+                        r.message.received_at, pg_text(r.message.topic), kept.data,
+                        kept.size, kept.sha256, kept.truncated, r.gateway_id, r.code,
+                        pg_text(r.reason),
+                    ))  # fmt: skip
                 cur.executemany(
-                    "INSERT INTO dead_letters (received_at, topic, payload, gateway_id,"
-                    " reason_code, reason) VALUES (%s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            r.message.received_at,
-                            r.message.topic,
-                            r.message.payload,
-                            r.gateway_id,
-                            r.code,
-                            r.reason,
-                        )
-                        for r in rejected
-                    ],
+                    "INSERT INTO dead_letters (received_at, topic, payload, payload_size,"
+                    " payload_sha256, payload_truncated, gateway_id, reason_code, reason)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows_dl,
                 )
                 result.dead_letters = len(rejected)
+            if capped:
+                cur.executemany(
+                    "INSERT INTO dead_letter_overflow AS o (gateway_id, reason_code, day,"
+                    " messages, bytes, first_at, last_at) VALUES (%s, %s, %s, 1, %s, %s, %s)"
+                    " ON CONFLICT (gateway_id, reason_code, day) DO UPDATE SET"
+                    " messages = o.messages + 1, bytes = o.bytes + EXCLUDED.bytes,"
+                    " last_at = greatest(o.last_at, EXCLUDED.last_at)",
+                    [
+                        (r.gateway_id or "", r.code, r.message.received_at.date(),
+                         len(r.message.payload), r.message.received_at, r.message.received_at)
+                        for r in capped
+                    ],
+                )  # fmt: skip
+                result.capped = len(capped)
             if result.patients:
                 # Delivered to LISTENers only when this transaction commits.
                 for chunk in notify_chunks(sorted(result.patients)):
@@ -332,6 +381,26 @@ class Store:
             "UPDATE gateways SET last_seen_at = greatest(last_seen_at, %s) WHERE id = %s",
             [(at, gw) for gw, at in sorted(gateways.items())],
         )
+
+
+def pg_text(text: str) -> str:
+    """Text PostgreSQL accepts: NUL and lone surrogates escaped (neither can be stored)."""
+    if "\x00" in text or not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text
+
+
+def refusal_reason(exc: psycopg.DatabaseError) -> str:
+    """Why the database refused a write, in words that cannot hold the sender's data: the
+    SQLSTATE, the error class and the names of the constraint, column and table (the server's
+    message may quote the value, so it is left out)."""
+    d = exc.diag
+    parts = [f"SQLSTATE {d.sqlstate or '?'} {type(exc).__name__}"]
+    for label, name in (("constraint", d.constraint_name), ("column", d.column_name),
+                        ("table", d.table_name)):  # fmt: skip
+        if name:
+            parts.append(f"{label} {pg_text(name)}")
+    return ", ".join(parts)
 
 
 NOTIFY_MAX_BYTES = 7900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more

@@ -78,6 +78,14 @@ def require_iso_text(v: object) -> object:
     return v
 
 
+def utc_in_range(v: datetime) -> datetime:
+    """A time in UTC, as a validation error where it has none (0001-01-01T00:00+01:00)."""
+    try:
+        return v.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("date_out_of_range", "is outside the range of dates") from None
+
+
 def to_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("time has no time zone")
@@ -149,15 +157,7 @@ class Observation(BaseModel):
     def _iso_text(cls, v: object) -> object:
         return require_iso_text(v)
 
-    @field_validator("measured_at", "received_at")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        try:
-            return v.astimezone(UTC)
-        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
-            raise PydanticCustomError(
-                "date_out_of_range", "is outside the range of dates"
-            ) from None
+    _utc = field_validator("measured_at", "received_at")(utc_in_range)
 
     @classmethod
     def create(

@@ -28,7 +28,13 @@ from pydantic_core import PydanticCustomError
 
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.kinds import KIND_SPECS
-from vitalvagt.observation import GatewayId, Observation, require_iso_text, stable_id_int
+from vitalvagt.observation import (
+    GatewayId,
+    Observation,
+    require_iso_text,
+    stable_id_int,
+    utc_in_range,
+)
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "vv/v1/gw"
@@ -124,6 +130,7 @@ class ObservationBatch(BaseModel):
     )
 
     _iso_text = field_validator("sent_at", mode="before")(require_iso_text)
+    _sent_utc = field_validator("sent_at")(utc_in_range)
 
     @field_validator("v", mode="before")
     @classmethod
@@ -179,6 +186,10 @@ class GatewayStatus(BaseModel):
     state: GatewayState
     at: AwareDatetime
     outbox_pending: int | None = Field(default=None, ge=0)
+    # Readings the outbox lost: dropped oldest-first when full, or damaged on its storage
+    # (docs/gateway.md). Totals since the outbox was created.
+    outbox_dropped: int | None = Field(default=None, ge=0)
+    outbox_damaged: int | None = Field(default=None, ge=0)
     software: str | None = None
 
 
@@ -341,7 +352,7 @@ def _diagnose(raw: bytes | str, exc: ValidationError) -> NoReturn:
         doc = json.loads(raw)
     except json.JSONDecodeError as err:
         raise WireError(
-            WireErrorCode.NOT_JSON, "payload", f"is not JSON: {err.msg} at byte {err.pos}"
+            WireErrorCode.NOT_JSON, "payload", f"is not JSON: {err.msg} (byte {err.pos})"
         ) from None
     except UnicodeDecodeError as err:
         raise WireError(

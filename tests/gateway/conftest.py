@@ -3,6 +3,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+# The real ingest, for tests whose gateways delete readings only on the hub's receipt.
+from tests.ingest.conftest import ingest  # noqa: F401
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.stack import Stack
 

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from gateway.app import GatewayApp
 from gateway.pairing import PairingList
+from ingest.service import IngestService
 from simulator.ble_devices import (
     BloodPressureMonitor,
     Fault,
@@ -143,7 +144,8 @@ async def app(
         state_dir=tmp_path,
         gateway_dir=tmp_path / "gw",
         gateway_id=gw,
-        mqtt_port=stack.settings.mqtt_port,
+        mqtt_tls_port=stack.settings.mqtt_tls_port,  # gateways: the TLS listener
+        mqtt_tls_ca=stack.paths.ca_cert,
         mqtt_password=SecretStr(password),
         gateway_tz="Europe/Copenhagen",
         ble_transport="bumble",
@@ -253,7 +255,7 @@ async def test_every_reading_arrives_as_the_device_measured_it(
 
 
 async def test_link_drops_and_random_bytes_lose_nothing_and_duplicate_nothing(
-    app: GatewayApp, home: Home, subscriber: Subscriber
+    app: GatewayApp, home: Home, subscriber: Subscriber, ingest: IngestService
 ) -> None:
     cuff, scale, thermo = (
         home.get(BloodPressureMonitor),
@@ -338,9 +340,11 @@ def test_run_emulated_publishes_a_whole_home(stack: Stack, tmp_path: Path) -> No
         "VV_STATE_DIR": str(s.state_dir),
         "VV_PG_PORT": str(s.pg_port),
         "VV_MQTT_PORT": str(s.mqtt_port),
+        "VV_MQTT_TLS_PORT": str(s.mqtt_tls_port),
         "VV_GATEWAY_DIR": str(tmp_path / "gw"),
     }
-    for name in ("VV_GATEWAY_ID", "VV_MQTT_PASSWORD", "VV_MQTT_HOST", "VV_BLE_TRANSPORT"):
+    for name in ("VV_GATEWAY_ID", "VV_MQTT_PASSWORD", "VV_MQTT_HOST", "VV_MQTT_TLS_CA",
+                 "VV_BLE_TRANSPORT"):
         env.pop(name, None)
     try:
         proc = subprocess.run(

@@ -18,7 +18,8 @@ from gateway.outbox import Outbox, OutboxError, OutboxStats
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import DeviceRef, Observation
 
-T0 = datetime(2025, 1, 1, 6, 0, tzinfo=UTC)  # well in the past: the hub refuses future times
+# In the past (the hub refuses future times) but within its 365 days (older is too_old).
+T0 = (datetime.now(UTC) - timedelta(days=60)).replace(hour=6, minute=0, second=0, microsecond=0)
 
 
 def reading(i: int, gw: str = "gw-outbox") -> Observation:

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.outbox import Outbox
 from gateway.publisher import BrokerConfig, Publisher
+from ingest.service import IngestService
 from tests.gateway.test_outbox import reading
 from tests.mqtt import Connected, connect
 from tests.proxy import Proxy
@@ -53,6 +54,7 @@ async def wait_until(cond, timeout_s: float) -> None:
 
 async def test_broker_outage_loses_nothing_and_keeps_order(
     stack: Stack, gateway_creds: tuple[str, str], tmp_path: Path
+, ingest: IngestService
 ) -> None:
     gw, password = gateway_creds
     watcher = connect(
@@ -61,12 +63,13 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
         stack.secrets()["vv-ingest"],
         subscribe=f"vv/v1/gw/{gw}/obs",
     )
-    proxy = await Proxy(stack.settings.mqtt_port).start()
+    proxy = await Proxy(stack.settings.mqtt_tls_port).start()  # TLS passes through
     cfg = BrokerConfig(
         host="127.0.0.1",
         port=proxy.port,
         gateway_id=gw,
         password=password,
+        tls_ca=stack.paths.ca_cert,
         max_inflight=20,
         batch_size=10,
     )
@@ -103,10 +106,11 @@ async def test_refused_message_stays_in_the_outbox(
     # A misconfigured tablet: valid credentials, but another gateway's id in its topics.
     cfg = BrokerConfig(
         host="127.0.0.1",
-        port=stack.settings.mqtt_port,
+        port=stack.settings.mqtt_tls_port,
         gateway_id="gw-not-mine",
         username=gw,
         password=password,
+        tls_ca=stack.paths.ca_cert,
     )
     with Outbox(tmp_path / "outbox") as ob:
         ob.add([reading(i, "gw-not-mine") for i in range(3)])
@@ -125,7 +129,8 @@ from gateway.publisher import BrokerConfig, Publisher
 
 async def main():
     cfg = BrokerConfig(host="127.0.0.1", port=int(sys.argv[1]), gateway_id=sys.argv[2],
-                       password=sys.argv[3], max_inflight=1, batch_size=5)
+                       password=sys.argv[3], tls_ca=Path(sys.argv[5]), max_inflight=1,
+                       batch_size=20)  # one batch at a time, each awaiting its receipt
     with Outbox(Path(sys.argv[4])) as ob:
         async with Publisher(cfg, ob) as pub:
             while True:
@@ -138,6 +143,7 @@ asyncio.run(main())
 
 def test_gateway_killed_mid_publish_resends_everything_with_the_same_ids(
     stack: Stack, gateway_creds: tuple[str, str], tmp_path: Path
+, ingest: IngestService
 ) -> None:
     gw, password = gateway_creds
     path = tmp_path / "outbox"
@@ -150,7 +156,8 @@ def test_gateway_killed_mid_publish_resends_everything_with_the_same_ids(
         stack.secrets()["vv-ingest"],
         subscribe=f"vv/v1/gw/{gw}/obs",
     )
-    argv = [sys.executable, "-c", CHILD, str(stack.settings.mqtt_port), gw, password, str(path)]
+    argv = [sys.executable, "-c", CHILD, str(stack.settings.mqtt_tls_port), gw, password,
+            str(path), str(stack.paths.ca_cert)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     try:
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
@@ -188,7 +195,8 @@ def test_status_is_retained_online_and_the_will_says_offline(
     gw, password = gateway_creds
     path = tmp_path / "outbox"
     Outbox(path).open().close()
-    argv = [sys.executable, "-c", CHILD, str(stack.settings.mqtt_port), gw, password, str(path)]
+    argv = [sys.executable, "-c", CHILD, str(stack.settings.mqtt_tls_port), gw, password,
+            str(path), str(stack.paths.ca_cert)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     try:

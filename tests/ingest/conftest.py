@@ -9,14 +9,15 @@ import psycopg
 import pytest
 
 from ingest.service import IngestConfig, IngestService
-from tests.mqtt import Connected, connect
+from tests.mqtt import Connected, connect_gateway
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.stack import Stack
 from vitalvagt.wire import encode, make_batch
 
-T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+# Recent enough for the hub (readings over MAX_AGE old are refused), the same all session.
+T0 = (datetime.now(UTC) - timedelta(days=90)).replace(hour=6, minute=0, second=0, microsecond=0)
 
 
 def ensure_team(conn: psycopg.Connection) -> None:
@@ -110,6 +111,7 @@ def ingest(stack: Stack) -> Iterator[IngestService]:
 
 
 def gateway_client(stack: Stack, gw: str, password: str) -> Connected:
-    c = connect(stack.settings.mqtt_port, gw, password)
+    """A gateway on the broker's TLS gateway listener."""
+    c = connect_gateway(stack, gw, password)
     assert not c.reason.is_failure, c.reason
     return c

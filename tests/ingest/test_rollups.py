@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from ingest.rollups import drop_old_chunks, refresh_rollups
 from ingest.service import IngestService
+from ingest.store import Accepted, GatewayDirectory, Message, Store, validate
 from tests.ingest.conftest import add_home, count_rows, gateway_client, payloads, readings, wait_for
 from vitalvagt.observation import Observation
 from vitalvagt.stack import Stack
@@ -80,15 +81,20 @@ def test_rollups_match_raw_aggregates_incrementally(
 def test_retention_drops_old_raw_chunks_and_keeps_rollups(
     stack: Stack, registry: psycopg.Connection, ingest: IngestService
 ) -> None:
-    gw, pw, patient = add_home(registry, stack, "retention")
+    gw, _pw, patient = add_home(registry, stack, "retention")
     # From 2020, so that dropping chunks older than 2021 touches no other test's readings.
-    obs = readings(gw, 50, t0=datetime(2020, 6, 1, 8, tzinfo=UTC))
-    c = gateway_client(stack, gw, pw)
-    try:
-        c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, obs, 50)[0])
-    finally:
-        c.close()
-    wait_for(lambda: count_rows(registry, gw)[0] == 50, 20, "the readings")
+    # Ingest refuses readings that old today (too_old), so they are written through its store
+    # with the hub's clock set to their time, as ingest would have written them then.
+    t0 = datetime(2020, 6, 1, 8, tzinfo=UTC)
+    obs = readings(gw, 50, t0=t0)
+    msg = Message(f"vv/v1/gw/{gw}/obs", payloads(gw, obs, 50)[0], t0 + timedelta(hours=1))
+    directory = GatewayDirectory(min_reload_s=0)
+    accepted = validate(msg, directory, registry, now=msg.received_at)
+    assert isinstance(accepted, Accepted), accepted
+    with Store(stack.database_url()) as store:
+        store.open()
+        store.write([accepted], [])
+    assert count_rows(registry, gw)[0] == 50
     refresh_rollups(registry, retention_days=100_000)
     before = stored(registry, patient, "hour")
     assert before

@@ -23,6 +23,9 @@ from simulator.cohort import (
     write_cohort,
 )
 from simulator.physiology import Calendar, Event, diurnal_offset
+
+# The real ingest, for tests whose gateways delete readings only on the hub's receipt.
+from tests.ingest.conftest import ingest  # noqa: F401
 from vitalvagt.kinds import Kind
 
 BIG = CohortSpec(patients=400, days=90, seed=20250106)

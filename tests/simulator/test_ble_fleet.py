@@ -10,13 +10,14 @@ import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.pairing import PAIRING_FILE, PairingList
+from ingest.service import IngestService
 from simulator.ble_fleet import VALUE_TOLERANCE, encode_reading, readings_of
 from simulator.cohort import (
     CohortSpec,
@@ -32,10 +33,12 @@ from vitalvagt.observation import Observation
 from vitalvagt.quality import Flag
 from vitalvagt.stack import Stack
 
-# Seed and past dates chosen so that the two BLE homes have every device model (both scales'
-# and thermometers' kinds: user ids, no clock) and readings flagged other_user,
-# device_time_missing, erratic_signal and questionable; the test checks that they do.
-SPEC = CohortSpec(3, 3, 1849, date(2025, 3, 3), GroupChoice.MIXED)
+# Seed chosen so that the two BLE homes have every device model (both scales' and
+# thermometers' kinds: user ids, no clock) and readings flagged other_user,
+# device_time_missing, erratic_signal and questionable; the test checks that they do. Past
+# days, and recent: the hub refuses readings from more than a year ago (too_old).
+START = date.today() - timedelta(days=7)
+SPEC = CohortSpec(3, 3, 1849, START, GroupChoice.MIXED)
 BLE_HOMES = 2
 SPEED = 3 * 86400 / 8  # three days in about eight seconds
 MODELS = {
@@ -56,7 +59,7 @@ def key(gateway_id: str, address: str, kind: str, measured_at: object) -> Key:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, ingest: IngestService
 ) -> None:
     cohort = write_cohort(tmp_path / "cohort", SPEC).path
     homes = list(iter_homes(cohort))
@@ -82,7 +85,8 @@ def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
     got_direct: dict[tuple[str, str], tuple] = {}
     try:
         stats = run_fleet(
-            database_url=stack.database_url(), host="127.0.0.1", port=stack.settings.mqtt_port,
+            database_url=stack.database_url(), host="127.0.0.1",
+            port=stack.settings.mqtt_tls_port, tls_ca=stack.paths.ca_cert,
             cohort_dir=str(cohort), speed=SPEED, on_provisioned=stack.sync_broker_users,
             ble_homes=BLE_HOMES, settings=stack.settings, ble_dir=tmp_path / "gateways",
         )  # fmt: skip
@@ -161,12 +165,13 @@ def test_cli_refuses_more_ble_homes_than_homes_or_fewer_than_none(k: str) -> Non
 @pytest.mark.stack
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_cli_reports_the_ble_homes_separately(stack: Stack) -> None:
+def test_cli_reports_the_ble_homes_separately(stack: Stack, ingest: IngestService) -> None:
     env = {"VV_STATE_DIR": str(stack.settings.state_dir),
            "VV_PG_PORT": str(stack.settings.pg_port),
-           "VV_MQTT_PORT": str(stack.settings.mqtt_port)}  # fmt: skip
+           "VV_MQTT_PORT": str(stack.settings.mqtt_port),
+           "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port)}  # fmt: skip
     done = _cli("--homes", "2", "--ble-homes", "1", "--days", "1", "--seed", "3",
-                "--start", "2025-03-03", "--speed", "1e9", env=env)  # fmt: skip
+                "--start", START.isoformat(), "--speed", "1e9", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     direct = re.search(r"fleet done: 1 direct homes, (\d+) readings", done.stdout)
     ble = re.search(r"BLE homes done: 1 homes, (\d+) of (\d+) readings .* (\d+) of (\d+) "

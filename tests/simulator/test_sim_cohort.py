@@ -30,11 +30,23 @@ from simulator.cohort import (
 from simulator.physiology import SimulatorError
 from tests.simulator.conftest import SimData
 from vitalvagt.observation import Observation, stable_id
-from vitalvagt.wire import MAX_PAYLOAD_BYTES, check_batch, decode_batch, encode, obs_topic
+from vitalvagt.wire import (
+    MAX_PAYLOAD_BYTES,
+    ObservationBatch,
+    check_batch,
+    decode_batch,
+    encode,
+    obs_topic,
+)
 
 FILES = (COHORT_FILE, PATIENTS_FILE, OBSERVATIONS_FILE, EVENTS_FILE)
 SMALL = CohortSpec(patients=25, days=20, seed=11)
-FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def as_of(batch: ObservationBatch) -> datetime:
+    """The hub's clock when the batch is sent: its cohort's time, not today's (the codec
+    refuses readings from the future and from more than a year ago)."""
+    return max(max(o.measured_at, o.received_at) for o in batch.observations)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +74,9 @@ def test_different_seed_gives_different_files(small: Path, tmp_path: Path) -> No
 
 def test_patient_does_not_depend_on_cohort_size(small: Path, tmp_path: Path) -> None:
     fewer = write_cohort(tmp_path / "fewer", CohortSpec(7, 20, seed=11)).path
-    assert (fewer / PATIENTS_FILE).read_text().splitlines() == \
-        (small / PATIENTS_FILE).read_text().splitlines()[:7]
+    assert (fewer / PATIENTS_FILE).read_text().splitlines() == (
+        small / PATIENTS_FILE
+    ).read_text().splitlines()[:7]
     mine = {f"sim-p{i:05d}" for i in range(1, 8)}
 
     def rows(path: Path, name: str) -> list[str]:
@@ -79,7 +92,13 @@ def test_patient_does_not_depend_on_cohort_size(small: Path, tmp_path: Path) -> 
 def test_cohort_json_describes_the_files(small: Path) -> None:
     info = read_info(small)
     assert (info.format_version, info.seed, info.patients, info.days, info.start, info.group) == (
-        FORMAT_VERSION, SMALL.seed, SMALL.patients, SMALL.days, SMALL.start, GroupChoice.MIXED)
+        FORMAT_VERSION,
+        SMALL.seed,
+        SMALL.patients,
+        SMALL.days,
+        SMALL.start,
+        GroupChoice.MIXED,
+    )
     assert info.parameters["adherence"]["miss_run_continuation"] == 0.5
     for name, meta in info.files.items():
         assert meta["sha256"] == hashlib.sha256((small / name).read_bytes()).hexdigest()
@@ -111,8 +130,9 @@ def test_every_id_is_the_stable_id_and_unique(sim: SimData) -> None:
     for i in range(0, len(tab), 23):
         ms = int(tab.measured_at[i].astype("datetime64[ms]").astype("int64"))
         measured = epoch + timedelta(milliseconds=ms)
-        expected = stable_id(gateways[str(tab.patient_id[i])], str(tab.device_address[i]),
-                             str(tab.kind[i]), measured)
+        expected = stable_id(
+            gateways[str(tab.patient_id[i])], str(tab.device_address[i]), str(tab.kind[i]), measured
+        )
         assert str(tab.id[i]) == str(expected)
 
 
@@ -120,7 +140,7 @@ def test_every_observation_passes_the_wire_codec(small: Path) -> None:
     checked = 0
     for home in iter_homes(small):
         for batch in home.batches():
-            check_batch(batch, topic_gateway_id=home.gateway_id, now=FAR_FUTURE)
+            check_batch(batch, topic_gateway_id=home.gateway_id, now=as_of(batch))
             checked += len(batch.observations)
     assert checked == read_info(small).counts["observations"]
 
@@ -132,7 +152,7 @@ def test_big_cohort_homes_decode_from_bytes(sim: SimData) -> None:
         for batch in home.batches():
             raw = encode(batch)
             assert len(raw) <= MAX_PAYLOAD_BYTES
-            back = decode_batch(raw, topic_gateway_id=home.gateway_id, now=FAR_FUTURE)
+            back = decode_batch(raw, topic_gateway_id=home.gateway_id, now=as_of(batch))
             assert back == batch
 
 
@@ -145,8 +165,10 @@ def test_observations_keep_reading_ids_flags_and_sites(small: Path) -> None:
             if obs.kind == "temperature":
                 assert obs.body_site == "tympanum"
     sizes = {frozenset(o.kind.value for o in group) for group in parts.values()}
-    assert sizes == {frozenset({"spo2", "pulse"}),
-                     frozenset({"pulse", "bp_systolic", "bp_diastolic", "bp_mean"})}
+    assert sizes == {
+        frozenset({"spo2", "pulse"}),
+        frozenset({"pulse", "bp_systolic", "bp_diastolic", "bp_mean"}),
+    }
     for group in parts.values():
         assert len({(o.measured_at, o.device.address, o.flags) for o in group}) == 1
 
