@@ -142,6 +142,8 @@ class Publisher:
         self._awaiting: dict[str, tuple[int, int, int, float]] = {}
         self._inflight_bytes = 0  # of both
         self._epoch = uuid.uuid4().hex[:8]
+        # Receipts that overtook their PUBACK (the hub was faster than paho's callback).
+        self._receipted_early: set[str] = set()
         self._receipt_backoff = 1
         self._acked: list[tuple[int, int]] = []
         self._acked_rows = 0
@@ -303,8 +305,14 @@ class Publisher:
         lo, hi, size = sent
         if not failed and self.config.receipts:
             assert self._loop is not None
+            batch_id = self._batch_id(lo, hi)
+            if batch_id in self._receipted_early:  # already acknowledged in the outbox
+                self._receipted_early.discard(batch_id)
+                self._inflight_bytes -= size
+                self._wake.set()
+                return
             timeout_s = self.config.receipt_timeout_s * self._receipt_backoff
-            self._awaiting[self._batch_id(lo, hi)] = (lo, hi, size, self._loop.time() + timeout_s)
+            self._awaiting[batch_id] = (lo, hi, size, self._loop.time() + timeout_s)
             self._refusal_backoff.reset()
             return  # bytes stay counted until the receipt
         self._inflight_bytes -= size
@@ -346,6 +354,8 @@ class Publisher:
             entry = self._awaiting.pop(item.batch_id, None)
             if entry is not None:
                 self._inflight_bytes -= entry[2]
+            elif len(self._receipted_early) < 100_000:  # its PUBACK may still come
+                self._receipted_early.add(item.batch_id)
             # Also for a batch given up on (time-out): a late receipt still proves the hub has it.
             self._acked.append((lo, hi))
             self._acked_rows += hi - lo + 1
@@ -387,6 +397,7 @@ class Publisher:
         self._last_handed = min(self._last_handed, min(los) - 1)
         self._awaiting.clear()
         self._inflight.clear()
+        self._receipted_early.clear()
         self._inflight_bytes = 0
         self._wake.set()
 

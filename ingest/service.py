@@ -116,12 +116,13 @@ class IngestService:
         self._budget = DeadLetterBudget(config.dead_letter_limits)
         self._throttle = Throttle(per_interval=5, interval_s=60)
         self.stored_batches = 0
-        self.receipts_sent = 0
         # For /healthz: monotonic times, None while all is well.
         self._pending_since: float | None = None  # the batch being stored was received then
         self._db_down_since: float | None = None
         self._db_error = ""
         self._mqtt_down_since: float | None = time.monotonic()
+        # Computed when scraped: the age grows while a batch waits for the database.
+        self.metrics.oldest_unacked_s.set_function(self._oldest_unacked_s)
 
     # --- MQTT (paho's thread) -----------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -140,12 +141,12 @@ class IngestService:
         if not self._stop.is_set():
             log.warning("ingest %s: disconnected (%s); reconnecting", self.config.client_id, reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.metrics.messages_in.inc()
         if msg.retain:
             # A retained message replayed on subscribe: not a new reading (see the module doc).
             self.metrics.retained_ignored.inc()
-            _c.ack(msg.mid, 1)
+            client.ack(msg.mid, 1)
             show, held = self._throttle.allow(("retained", msg.topic))
             if show:
                 log.warning(
@@ -364,7 +365,6 @@ class IngestService:
                 receipt = Receipt(gateway_id=gw, at=now,
                                   batches=tuple(items[i : i + MAX_RECEIPT_BATCHES]))  # fmt: skip
                 client.publish(receipt_topic(gw), encode(receipt), qos=1)
-                self.receipts_sent += 1
                 self.metrics.receipts_sent.inc()
 
     def _ack(self, outcomes: list[Decoded | Rejected]) -> None:
@@ -438,13 +438,16 @@ class IngestService:
         else:
             self._db_down_since = None
 
+    def _oldest_unacked_s(self) -> float:
+        since = self._pending_since
+        return time.monotonic() - since if since is not None else 0.0
+
     def health(self) -> dict[str, Any]:
         """For /healthz: healthy, and each reason it is not (docs/operations.md)."""
         now = time.monotonic()
-        oldest = now - self._pending_since if self._pending_since is not None else 0.0
+        oldest = self._oldest_unacked_s()
         db_down = now - self._db_down_since if self._db_down_since is not None else 0.0
         mqtt_down = now - self._mqtt_down_since if self._mqtt_down_since is not None else 0.0
-        self.metrics.oldest_unacked_s.set(oldest)
         problems = []
         if db_down > HEALTH_DB_DOWN_S:
             problems.append(f"database unreachable for {db_down:.0f} s: {self._db_error}")
