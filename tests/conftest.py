@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from vitalvagt.settings import Settings
 from vitalvagt.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -25,10 +29,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+@contextmanager
+def temporary_stack(prefix: str = "vv-test-stack-") -> Iterator[Stack]:
+    """A whole embedded stack of its own (free ports, a fresh directory), removed after."""
     # /tmp, not pytest's tmp_path: the postgres and mosquitto users must reach the directory.
-    state = Path(tempfile.mkdtemp(prefix="vv-test-stack-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(state, 0o755)
     settings = Settings(
         state_dir=state, pg_port=free_port(), mqtt_port=free_port(), mqtt_tls_port=free_port()
@@ -40,6 +45,35 @@ def stack() -> Iterator[Stack]:
     finally:
         st.down()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def stack_env(stack: Stack, **extra: str) -> dict[str, str]:
+    """The environment for a `vitalvagt` process on this stack (this interpreter's path)."""
+    env = {
+        **os.environ,
+        "VV_STATE_DIR": str(stack.paths.root),
+        "VV_PG_PORT": str(stack.settings.pg_port),
+        "VV_MQTT_PORT": str(stack.settings.mqtt_port),
+        "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port),
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    env.pop("VV_DATABASE_URL", None)
+    return env
+
+
+def kill_broker(stack: Stack) -> int:
+    """SIGKILL the stack's mosquitto (a crash: nothing saved since the last autosave)."""
+    pid = stack.mq_pid()
+    assert pid is not None, "the broker is not running"
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with temporary_stack() as st:
+        yield st
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stack_env
 from tests.mqtt import Connected, connect, connect_gateway
 from vitalvagt.broker import (
     PROBE_USER,
@@ -296,15 +296,7 @@ def test_the_database_refuses_a_service_name_as_gateway_id(db: psycopg.Connectio
 
 
 def test_the_cli_refuses_a_service_name_and_the_service_keeps_its_login(stack: Stack) -> None:
-    env = {
-        **os.environ,
-        "VV_STATE_DIR": str(stack.paths.root),
-        "VV_PG_PORT": str(stack.settings.pg_port),
-        "VV_MQTT_PORT": str(stack.settings.mqtt_port),
-        "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port),
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("VV_DATABASE_URL", None)
+    env = stack_env(stack)
     res = subprocess.run(
         [sys.executable, "-m", "vitalvagt.cli", "admin", "add-gateway", "vv-sim"],
         env=env, capture_output=True, text=True, timeout=60,

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import kill_broker, temporary_stack
 from tests.mqtt import connect, connect_gateway
 from vitalvagt.broker import AUTOSAVE_INTERVAL_S
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.db.migrate import available, migrate
-from vitalvagt.settings import Settings
 from vitalvagt.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -180,25 +174,8 @@ def test_gateway_reads_only_its_own_command_topic(
 
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[Stack]:
-    state = Path(tempfile.mkdtemp(prefix="vv-test-own-stack-", dir="/tmp"))
-    os.chmod(state, 0o755)
-    st = Stack(
-        Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port(),
-                 mqtt_tls_port=free_port())
-    )  # fmt: skip
-    st.up()
-    try:
+    with temporary_stack("vv-test-own-stack-") as st:
         yield st
-    finally:
-        st.down()
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def _kill_broker(st: Stack) -> int:
-    pid = st.mq_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    return pid
 
 
 def test_up_right_after_the_broker_was_killed_works_every_time(own_stack: Stack) -> None:
@@ -206,7 +183,7 @@ def test_up_right_after_the_broker_was_killed_works_every_time(own_stack: Stack)
     new password file"): the killed broker, not yet reaped, still looked alive, so `up`
     signalled a zombie instead of starting one."""
     for attempt in range(6):
-        old = _kill_broker(own_stack)
+        old = kill_broker(own_stack)
         own_stack.up()  # at once: the killed process may not be reaped yet
         pid = own_stack.mq_pid()
         assert pid is not None and pid != old, f"attempt {attempt}: no new broker"
@@ -227,7 +204,7 @@ def test_a_fresh_broker_gets_no_sighup_and_a_running_one_reloads(own_stack: Stac
 
     own_stack.reload_broker = reload_broker  # type: ignore[method-assign]
     try:
-        _kill_broker(own_stack)
+        kill_broker(own_stack)
         own_stack.up()
         assert reloads == [], "a freshly started broker was sent SIGHUP"
         with psycopg.connect(own_stack.database_url(), autocommit=True) as conn:
@@ -270,7 +247,7 @@ def test_queued_messages_saved_by_autosave_survive_a_broker_kill(own_stack: Stac
         assert not gw.publish(topic, f"queued-{i}".encode()).is_failure
     gw.close()
     time.sleep(AUTOSAVE_INTERVAL_S + 1.5)
-    _kill_broker(own_stack)
+    kill_broker(own_stack)
     own_stack.up()
     back = connect(port, "vv-ingest", secret, client_id="vv-ingest-persist", clean_start=False,
                    session_expiry_s=3600)  # fmt: skip

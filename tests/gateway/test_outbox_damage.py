@@ -15,31 +15,22 @@ import random
 import shutil
 import struct
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import gateway.outbox as outbox_module
 from gateway.outbox import Outbox, OutboxError
-from vitalvagt.kinds import Kind
-from vitalvagt.observation import DeviceRef, Observation
+from tests.gateway.test_outbox import reading as outbox_reading
+from vitalvagt.observation import Observation
 
 T0 = datetime(2025, 1, 1, 6, 0, tzinfo=UTC)
 ENTRY = struct.Struct("<IIQ16s")  # the index entry: JSON length, CRC-32, seq, stable id
 
 
 def reading(i: int) -> Observation:
-    at = T0 + timedelta(minutes=i)
-    return Observation.create(
-        gateway_id="gw-damage",
-        kind=Kind.SPO2,
-        value=90 + i % 10,
-        unit="%",
-        measured_at=at,
-        received_at=at,
-        device=DeviceRef(address="AA:BB:CC:DD:EE:01"),
-    )
+    return outbox_reading(i, "gw-damage")
 
 
 def ids(*ranges: range) -> list[str]:

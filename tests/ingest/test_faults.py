@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stack_env
 from tests.ingest.conftest import add_home, count_rows, gateway_client, payloads, readings, wait_for
 from vitalvagt.stack import PG_BIN, Stack
 
@@ -32,14 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def ingest_process(
     stack: Stack, instance: str, *, health_port: int = 0
 ) -> Iterator[subprocess.Popen]:
-    env = {
-        **os.environ,
-        "VV_STATE_DIR": str(stack.paths.root),
-        "VV_PG_PORT": str(stack.settings.pg_port),
-        "VV_MQTT_PORT": str(stack.settings.mqtt_port),
-        "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = stack_env(stack)
     argv = [
         sys.executable,
         "-m",

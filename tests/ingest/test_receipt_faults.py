@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import pytest
 
 from gateway.outbox import Outbox
 from gateway.publisher import BrokerConfig, Publisher
+from tests.conftest import kill_broker
 from tests.ingest.conftest import add_home, count_rows, readings
 from tests.ingest.test_faults import ingest_process
 from vitalvagt.stack import Stack
@@ -41,10 +41,8 @@ async def _until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def _kill_broker(stack: Stack) -> None:
-    pid = stack.mq_pid()
-    assert pid, "the broker is not running"
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
+    kill_broker(stack)
+    for _ in range(100):  # gone, not a zombie still holding the pid
         if stack.mq_pid() is None:
             return
         time.sleep(0.05)

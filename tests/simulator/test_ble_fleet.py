@@ -28,6 +28,7 @@ from simulator.cohort import (
     write_cohort,
 )
 from simulator.fleet import run_fleet
+from tests.conftest import stack_env
 from tests.mqtt import connect, received_observations
 from vitalvagt.observation import Observation
 from vitalvagt.quality import Flag
@@ -166,10 +167,7 @@ def test_cli_refuses_more_ble_homes_than_homes_or_fewer_than_none(k: str) -> Non
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_cli_reports_the_ble_homes_separately(stack: Stack, ingest: IngestService) -> None:
-    env = {"VV_STATE_DIR": str(stack.settings.state_dir),
-           "VV_PG_PORT": str(stack.settings.pg_port),
-           "VV_MQTT_PORT": str(stack.settings.mqtt_port),
-           "VV_MQTT_TLS_PORT": str(stack.settings.mqtt_tls_port)}  # fmt: skip
+    env = stack_env(stack)
     done = _cli("--homes", "2", "--ble-homes", "1", "--days", "1", "--seed", "3",
                 "--start", START.isoformat(), "--speed", "1e9", env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
