@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.core.test_wire import GW, NOW, first_obs, obs, payload
+from tests.core.test_wire import GW, NOW, error, first_obs, obs, payload
 from vitalvagt.quality import Flag
 from vitalvagt.wire import (
     MAX_AGE,
@@ -25,12 +25,7 @@ CPR = "010190-1234"
 NAME = "Jens Peter Hansen"
 
 
-def refuse(raw: bytes | str | dict[str, Any]) -> WireError:
-    if isinstance(raw, dict):
-        raw = json.dumps(raw)
-    with pytest.raises(WireError) as info:
-        decode_batch(raw, topic_gateway_id=GW, now=NOW)
-    return info.value
+refuse = error  # decode, and return the WireError it must raise
 
 
 def _fields(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
