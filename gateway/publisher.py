@@ -9,11 +9,12 @@
   the next receipt) is sent again, and at once when the broker lost our session. The hub
   stores a reading sent twice once, by its stable id. ``receipts=False`` is the old contract
   (PUBACK is enough), for a hub without receipts.
-- At most ``max_inflight`` messages and about ``max_inflight_bytes`` of payload not yet
-  confirmed (sent and awaiting PUBACK or receipt): paho holds each until its PUBACK, the
-  byte bound keeps a replay after days offline inside a tablet's memory, and the hub is
-  never sent more than that ahead of what it committed. Never above 65,535 messages, paho's
-  message-id space; while catching up, up to ``batch_size`` readings go in one message.
+- At most ``max_inflight`` messages not yet confirmed (sent and awaiting their PUBACK or
+  their receipt), so that the hub is never sent more than that ahead of what it committed,
+  and about ``max_inflight_bytes`` of payload awaiting its PUBACK: paho holds each payload
+  until then (after it, only the seq range is kept), and the byte bound keeps a replay after
+  days offline inside a tablet's memory. Never above 65,535 messages, paho's message-id
+  space; while catching up, up to ``batch_size`` readings go in one message.
 - paho reconnects with back-off by itself and resends its in-flight messages in order; a
   restarted process resends everything still in the outbox (the stable id de-duplicates).
 - The status topic is retained: "online" on connect, "offline" as the last will.
@@ -137,10 +138,10 @@ class Publisher:
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (seq lo, seq hi, bytes)
-        # Acknowledged by the broker, awaiting the hub's receipt: batch id -> (lo, hi, bytes,
-        # loop time of the time-out). In order of their PUBACKs.
-        self._awaiting: dict[str, tuple[int, int, int, float]] = {}
-        self._inflight_bytes = 0  # of both
+        # Acknowledged by the broker, awaiting the hub's receipt: batch id -> (lo, hi, loop
+        # time of the time-out). In order of their PUBACKs.
+        self._awaiting: dict[str, tuple[int, int, float]] = {}
+        self._inflight_bytes = 0  # payload that paho holds (awaiting its PUBACK)
         self._epoch = uuid.uuid4().hex[:8]
         # Receipts that overtook their PUBACK (the hub was faster than paho's callback).
         self._receipted_early: set[str] = set()
@@ -303,19 +304,18 @@ class Publisher:
         if sent is None:
             return  # status message, or a resend already settled
         lo, hi, size = sent
+        self._inflight_bytes -= size  # paho no longer holds the payload
         if not failed and self.config.receipts:
             assert self._loop is not None
+            self._refusal_backoff.reset()
             batch_id = self._batch_id(lo, hi)
             if batch_id in self._receipted_early:  # already acknowledged in the outbox
                 self._receipted_early.discard(batch_id)
-                self._inflight_bytes -= size
-                self._wake.set()
-                return
-            timeout_s = self.config.receipt_timeout_s * self._receipt_backoff
-            self._awaiting[batch_id] = (lo, hi, size, self._loop.time() + timeout_s)
-            self._refusal_backoff.reset()
-            return  # bytes stay counted until the receipt
-        self._inflight_bytes -= size
+            else:
+                timeout_s = self.config.receipt_timeout_s * self._receipt_backoff
+                self._awaiting[batch_id] = (lo, hi, self._loop.time() + timeout_s)
+            self._wake.set()
+            return
         seqs = (lo, hi)
         if failed:
             # Kept in the outbox; resent after the next reconnect (e.g. once the ACL is fixed).
@@ -352,9 +352,7 @@ class Publisher:
             except ValueError:
                 continue
             entry = self._awaiting.pop(item.batch_id, None)
-            if entry is not None:
-                self._inflight_bytes -= entry[2]
-            elif len(self._receipted_early) < 100_000:  # its PUBACK may still come
+            if entry is None and len(self._receipted_early) < 100_000:  # its PUBACK may come
                 self._receipted_early.add(item.batch_id)
             # Also for a batch given up on (time-out): a late receipt still proves the hub has it.
             self._acked.append((lo, hi))
@@ -380,7 +378,7 @@ class Publisher:
             return
         assert self._loop is not None
         first = next(iter(self._awaiting.values()))
-        if first[3] <= self._loop.time():
+        if first[2] <= self._loop.time():
             self._receipt_backoff = min(self._receipt_backoff * 2, MAX_RECEIPT_BACKOFF)
             self._resend_unconfirmed("no receipt from the hub in time")
 
@@ -405,7 +403,7 @@ class Publisher:
         if not self._awaiting:
             return None
         assert self._loop is not None
-        return max(0.0, next(iter(self._awaiting.values()))[3] - self._loop.time())
+        return max(0.0, next(iter(self._awaiting.values()))[2] - self._loop.time())
 
     def _flush_acks(self, *, force: bool = False) -> None:
         """Remove acknowledged readings from the outbox, in bulk: one transaction per
