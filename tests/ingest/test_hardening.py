@@ -320,3 +320,34 @@ async def test_healthz_turns_unhealthy_while_the_database_is_unreachable(
         service.stop()
         await asyncio.to_thread(thread.join, 15)
         await proxy.close()
+
+
+async def test_healthz_turns_unhealthy_while_the_broker_is_unreachable(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 7, the broker's side: ingest's connection to mosquitto goes through a TCP proxy
+    that the test cuts; threshold shortened for the test."""
+    monkeypatch.setattr(service_module, "HEALTH_MQTT_DOWN_S", 1.0)
+    proxy = await Proxy(stack.settings.mqtt_port).start()
+    cfg = ingest_config(stack, client_id="vv-ingest-health-mqtt")
+    service = IngestService(cfg.__class__(**{**cfg.__dict__, "mqtt_port": proxy.port}))
+    thread = threading.Thread(target=service.run, name="ingest-health-mqtt")
+    thread.start()
+    try:
+        assert await asyncio.to_thread(service.wait_connected, 10)
+        assert service.health()["healthy"], service.health()
+        await proxy.cut()
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if not service.health()["healthy"]:
+                break
+        state = service.health()
+        assert not state["healthy"] and not state["mqtt_connected"], state
+        assert any("broker unreachable" in p for p in state["problems"]), state
+        await proxy.restore()
+        assert await asyncio.to_thread(service.wait_connected, 40)
+        assert service.health()["healthy"], service.health()
+    finally:
+        service.stop()
+        await asyncio.to_thread(thread.join, 15)
+        await proxy.close()
