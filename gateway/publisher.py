@@ -273,7 +273,10 @@ class Publisher:
         try:
             command = Command.model_validate_json(msg.payload)
         except ValidationError as exc:
-            log.error("gateway %s: ignoring a malformed command: %s", self.config.gateway_id, exc)
+            # Names the fields only: a command's text is for the patient and may name them.
+            fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in exc.errors()}))
+            log.error("gateway %s: ignoring a malformed command (fields: %s)",
+                      self.config.gateway_id, fields or "payload")  # fmt: skip
             return
         if self.on_command:
             self._call(self.on_command, command)
