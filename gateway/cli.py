@@ -432,13 +432,15 @@ def _add_devices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _notices(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import NOTICES_FILE, Notices
+    from gateway.app import NOTICES_FILE, OUTBOX_DIR, Notices
+    from gateway.outbox import recorded_losses
     from gateway.pairing import gateway_dir
 
     zone = ZoneInfo(settings.gateway_tz)
     with Notices(gateway_dir(settings) / NOTICES_FILE) as notices:
         rows = notices.recent(args.limit)
         receipt = notices.last_receipt()
+    dropped, damaged = recorded_losses(gateway_dir(settings) / OUTBOX_DIR)
     if args.json:
         print(
             json.dumps(
@@ -457,6 +459,10 @@ def _notices(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
+    if dropped or damaged:
+        # Not the patient's to fix: the operator replaces the tablet's storage or its network.
+        print(f"the outbox lost readings: {dropped} dropped when it was full, {damaged} found"
+              " damaged on the tablet's storage; tell the operator")  # fmt: skip
     if receipt is not None:
         # What the patient needs to know: the hub has the measurement.
         print(f"{_local(receipt.at, zone)}  received by the hub"

@@ -354,6 +354,16 @@ def _parse_record(
     return end, obs.id.bytes
 
 
+def recorded_losses(path: Path) -> tuple[int, int]:
+    """(dropped when full, found damaged) as the outbox in ``path`` last recorded them, read
+    without opening it (no lock: the gateway may be running)."""
+    try:
+        raw = json.loads((path / STATE_FILE).read_text())
+        return int(raw.get("dropped_total", 0)), int(raw.get("damaged_total", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0, 0
+
+
 class Outbox:
     """A durable FIFO of observations. Thread-safe: every operation holds one lock."""
 

@@ -27,6 +27,7 @@ from gateway.decoders import decode
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import DeviceType, PairingList
+from gateway.publisher import ReceivedByHub
 from simulator.ble_devices import Home, Thermometer, WeightScale
 from simulator.sig_encoders import (
     encode_bp,
@@ -488,3 +489,27 @@ def test_a_tablet_without_bumble_runs_the_native_transport() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_cli_notices_show_the_hubs_receipt_and_what_the_outbox_lost(tmp_path: Path) -> None:
+    """What the tablet shows: "received by the hub" from the last receipt, and a line for the
+    operator when the outbox dropped or found damaged readings (read from its state file, so
+    it works while the gateway runs and holds the outbox's lock)."""
+    env = {"VV_STATE_DIR": str(tmp_path), "VV_GATEWAY_DIR": str(tmp_path / "gw")}
+    at = datetime(2026, 11, 30, 21, 15, tzinfo=UTC)
+    with Notices(tmp_path / "gw" / "notices.db") as notices:
+        notices.record_receipt(ReceivedByHub(readings=4, at=at))
+    proc = cli(env, "notices")
+    assert proc.returncode == 0, proc.stderr
+    assert "2026-11-30 22:15" in proc.stdout and "received by the hub (4 readings)" in proc.stdout
+    assert "lost readings" not in proc.stdout
+    with Outbox(tmp_path / "gw" / "outbox") as ob:  # a real outbox's state file, then damage
+        ob.add([Observation.create(
+            gateway_id="gw-notices", kind=Kind.SPO2, value=95, unit="%", measured_at=at,
+            received_at=at, device=DeviceRef(address="AA:BB:CC:DD:EE:01"),
+        )])  # fmt: skip
+    state = tmp_path / "gw" / "outbox" / "state.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "dropped_total": 3, "damaged_total": 2}))
+    proc = cli(env, "notices")
+    assert "3 dropped when it was full, 2 found damaged" in proc.stdout, proc.stdout
