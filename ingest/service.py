@@ -93,7 +93,6 @@ class IngestConfig:
     receive_maximum: int = 1000  # unacknowledged messages the broker may send us
     tls_ca: str | None = None
     end_session_on_stop: bool = False  # for an instance being retired: drop its queued share
-    receipts: bool = True  # answer batches that carry a batch_id (off only to measure them)
     dead_letter_limits: DeadLetterLimits = field(default_factory=DeadLetterLimits)
 
 
@@ -345,7 +344,7 @@ class IngestService:
     def _send_receipts(self, outcomes: list[Accepted | Rejected]) -> None:
         """After the commit: tell each gateway which of its batches the hub now holds."""
         client = self._client
-        if client is None or not self.config.receipts:
+        if client is None:
             return
         per_gateway: dict[str, list[ReceiptItem]] = {}
         for o in outcomes:
