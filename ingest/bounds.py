@@ -18,16 +18,26 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 import psycopg
 
 from vitalvagt.wire import MAX_PAYLOAD_BYTES
 
-if TYPE_CHECKING:
-    from ingest.store import Rejected
-
 PREFIX_BYTES = 4096
+
+
+class DeadLetterCandidate(Protocol):
+    """What the bounds need of a refused message (``ingest.store.Rejected``)."""
+
+    @property
+    def gateway_id(self) -> str | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+Letter = TypeVar("Letter", bound=DeadLetterCandidate)
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ class DeadLetterBudget:
         if self._loaded_at is None or time.monotonic() - self._loaded_at >= self.limits.refresh_s:
             self.refresh(conn)
 
-    def split(self, rejected: list[Rejected]) -> tuple[list[Rejected], list[Rejected]]:
+    def split(self, rejected: list[Letter]) -> tuple[list[Letter], list[Letter]]:
         """(kept in full, only counted): the caps applied in order. Changes nothing until
         ``record`` (a write that is rolled back and retried must not count twice)."""
         lim = self.limits
@@ -93,7 +103,7 @@ class DeadLetterBudget:
         total, total_bytes = self._total, self._total_bytes
         kept, capped = [], []
         for r in rejected:
-            gw, b = r.gateway_id or "", stored_size(len(r.message.payload))
+            gw, b = r.gateway_id or "", stored_size(r.size)
             if (
                 count.get(gw, 0) >= lim.per_gateway
                 or size.get(gw, 0) + b > lim.per_gateway_bytes
@@ -107,10 +117,10 @@ class DeadLetterBudget:
             total, total_bytes = total + 1, total_bytes + b
         return kept, capped
 
-    def record(self, kept: list[Rejected]) -> None:
+    def record(self, kept: list[Letter]) -> None:
         """The kept dead letters were committed."""
         for r in kept:
-            gw, b = r.gateway_id or "", stored_size(len(r.message.payload))
+            gw, b = r.gateway_id or "", stored_size(r.size)
             self._count[gw] = self._count.get(gw, 0) + 1
             self._bytes[gw] = self._bytes.get(gw, 0) + b
             self._total, self._total_bytes = self._total + 1, self._total_bytes + b

@@ -56,6 +56,10 @@ class Rejected:
     def batch_id(self) -> str | None:
         return batch_id_of(self.message.payload)
 
+    @property
+    def size(self) -> int:
+        return len(self.message.payload)
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
