@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import gateway.outbox as outbox_module
+import gateway.outbox_segments as outbox_segments
 from gateway.outbox import Outbox, OutboxError
 from tests.gateway.test_outbox import reading as outbox_reading
 from vitalvagt.observation import Observation
@@ -368,7 +369,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int | None]
     files beyond that many bytes writes what fits and fails with ENOSPC, as the kernel
     does. Deleting files gives the space back, as on a real disk."""
     disk: dict[str, int | None] = {"budget": None, "refused": 0}
-    real = outbox_module._write_all
+    real = outbox_segments._write_all
 
     def write_all(fd: int, data: bytes) -> None:
         budget = disk["budget"]
@@ -382,7 +383,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int | None]
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(outbox_module, "_write_all", write_all)
+    monkeypatch.setattr(outbox_segments, "_write_all", write_all)
     yield disk
 
 
