@@ -56,7 +56,8 @@ from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 from bleak_retry_connector import BLEAK_SAFETY_TIMEOUT, establish_connection
 
-from gateway.decoders import DECODERS, DecodedReading, decode, normalize_uuid
+from gateway.decoders import DECODERS, DecodedReading, normalize_uuid
+from gateway.decoding import decode
 from gateway.errors import DecodeError, GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import PairedDevice, PairingList, normalize_address

@@ -90,7 +90,7 @@ def _fail(message: str) -> int:
 
 
 def _decode(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.decoders import decode
+    from gateway.decoding import decode
     from gateway.errors import DecodeError
 
     try:

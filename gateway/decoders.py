@@ -26,7 +26,7 @@ Rules (docs/devices.md says the same for operators):
   Flag.DEVICE_CLOCK_NOT_SET is added and the raw text is kept in extras["device_time_raw"].
 
 Public API:
-    decode(uuid: str | int, data: Buffer, profile: str | None = None) -> DecodedReading
+    (choosing a device profile's override or the standard decoder: gateway.decoding.decode)
     normalize_uuid(uuid: str | int) -> str
     decode_blood_pressure, decode_heart_rate, decode_temperature, decode_weight,
     decode_plx_spot_check, decode_plx_continuous: (data: Buffer) -> DecodedReading
@@ -48,7 +48,6 @@ from typing import NamedTuple
 
 from gateway.errors import DecodeError
 from gateway.sig import (
-    CHARACTERISTIC_NAMES,
     Buffer,
     DateTimeFields,
     Number,
@@ -604,22 +603,3 @@ def normalize_uuid(uuid: str | int) -> str:
     raise DecodeError(
         str(uuid), None, "not a Bluetooth UUID: give 16-bit hex like 2A35 or a 128-bit UUID"
     )
-
-
-def decode(uuid: str | int, data: Buffer, profile: str | None = None) -> DecodedReading:
-    """Decode one payload of the characteristic ``uuid``, with a device profile's override
-    for that characteristic when ``profile`` names one (gateway/profiles.py)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes, not {type(data).__name__}")
-    key = normalize_uuid(uuid)
-    if profile is not None:
-        from gateway.profiles import profile_decoder  # profiles build on this module
-
-        override = profile_decoder(profile, key)
-        if override is not None:
-            return override(data)
-    decoder = DECODERS.get(key)
-    if decoder is None:
-        supported = ", ".join(f"{k} {v}" for k, v in CHARACTERISTIC_NAMES.items())
-        raise DecodeError(key, None, f"unsupported characteristic; supported: {supported}")
-    return decoder(data)

@@ -14,7 +14,7 @@ zone, whole seconds). The gateway's clock is the simulated tablet's: the fleet c
 at the reading's cohort ``received_at`` while that reading is delivered, so the gateway's
 receive time, and the measured time of a device without a clock, equal the cohort's.
 
-Each reading's bytes are decoded again before sending (``gateway.decoders.decode``, pure):
+Each reading's bytes are decoded again before sending (``gateway.decoding.decode``, pure):
 a reading whose value, flags or time would not come out as in the cohort is still sent and
 counted by reason in ``BleFleetStats.inexact``; one the decoder refuses is not sent and
 counted in ``unsendable``. Not replayed: the cohort's uplink outages (``sent_at``); a BLE
@@ -28,9 +28,8 @@ import contextlib
 import logging
 import shutil
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
@@ -38,13 +37,15 @@ from pydantic import SecretStr
 
 from gateway.app import GatewayApp, zone_of
 from gateway.ble import device_time_to_utc
-from gateway.decoders import BP_STATUS_BITS, PLX_DEVICE_STATUS_BITS, PLX_MEAS_STATUS_BITS, decode
+from gateway.decoders import BP_STATUS_BITS, PLX_DEVICE_STATUS_BITS, PLX_MEAS_STATUS_BITS
+from gateway.decoding import decode
 from gateway.errors import DecodeError
 from gateway.pairing import PAIRING_FILE, PairingList
 from gateway.publisher import BrokerConfig
 from simulator import ble_devices as emu
 from simulator.cohort import DeviceRecord, Home, ObservationRow
-from simulator.fleet import Fleet, FleetClock, FleetStats
+from simulator.fleet import Fleet, FleetClock
+from simulator.fleet_stats import BleFleetStats, FleetStats
 from simulator.physiology import DeviceType, SimulatorError
 from simulator.sig_encoders import encode_bp, encode_plx_spot, encode_temperature, encode_weight
 from vitalvagt.kinds import Kind
@@ -223,20 +224,6 @@ def pair_home(directory: Path, records: Sequence[DeviceRecord]) -> None:
 
 
 # --------------------------------------------------------------------------- running
-
-
-@dataclass
-class BleFleetStats:
-    homes: int = 0
-    readings: int = 0  # cohort readings of the BLE homes
-    observations: int = 0  # their cohort observations
-    readings_sent: int = 0  # confirmed by the gateway (stored in its outbox)
-    observations_stored: int = 0  # new observations in the gateways' outboxes
-    observations_acked: int = 0  # acknowledged by the broker
-    stored_by_gateway: dict[str, int] = field(default_factory=dict)  # in each home's outbox
-    inexact: Counter[str] = field(default_factory=Counter)  # reason -> readings
-    unsendable: int = 0  # refused by the gateway's decoder: not sent
-    homes_done: int = 0
 
 
 class TabletClock:

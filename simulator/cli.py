@@ -98,7 +98,8 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import timedelta
 
     from simulator.cohort import CohortSpec, GroupChoice, write_cohort
-    from simulator.fleet import FleetStats, run_fleet
+    from simulator.fleet_run import run_fleet
+    from simulator.fleet_stats import FleetStats
     from vitalvagt.stack import Stack, database_url, gateway_broker
 
     homes = args.homes

@@ -20,23 +20,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator.cohort import Home, PatientRecord
+from simulator.fleet_stats import FleetStats
 from simulator.physiology import SimulatorError
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.wire import GatewayState, GatewayStatus, encode, obs_topic, status_topic
-
-if TYPE_CHECKING:
-    from simulator.ble_fleet import BleFleetStats
-    from vitalvagt.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +80,6 @@ class _Home:
     @property
     def done(self) -> bool:
         return self.next >= len(self.batches)
-
-
-@dataclass
-class FleetStats:
-    homes: int = 0
-    messages_published: int = 0
-    messages_acked: int = 0
-    readings_acked: int = 0
-    sessions: int = 0
-    lags_s: list[float] = field(default_factory=list)  # real seconds from due to published
-    refused_homes: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-    ble: BleFleetStats | None = None  # the homes publishing through BLE and the gateway
 
 
 class FleetClock:
@@ -263,59 +246,3 @@ class Fleet:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def run_fleet(
-    *, database_url: str, host: str, port: int, cohort_dir: str, speed: float,
-    progress: Callable[[FleetStats], None] | None = None,
-    on_provisioned: Callable[[], None] | None = None, max_connections: int = 200,
-    ble_homes: int = 0, settings: Settings | None = None, ble_dir: Path | None = None,
-    tls_ca: str | Path | None = None,
-) -> FleetStats:  # fmt: skip
-    """Provision the cohort's homes and publish them; returns when everything is acknowledged.
-
-    ``host``, ``port`` and ``tls_ca`` are the broker's gateway listener
-    (``vitalvagt.stack.gateway_broker``): homes connect as gateways, with TLS.
-
-    The first ``ble_homes`` homes publish through emulated BLE devices and their own gateway
-    (simulator/ble_fleet.py, gateway directories under ``ble_dir``); the rest directly.
-    ``stats.homes`` counts the direct homes, ``stats.ble`` the BLE ones.
-    """
-    from simulator.cohort import iter_homes, read_info, read_patients
-
-    info = read_info(cohort_dir)
-    if not 0 <= ble_homes <= info.patients:
-        raise SimulatorError(
-            f"ble_homes {ble_homes} must be between 0 and the cohort's {info.patients} homes"
-        )
-    patients = read_patients(cohort_dir)
-    passwords = provision_fleet(database_url, patients)
-    if on_provisioned:
-        on_provisioned()  # e.g. reload the embedded broker's password file
-    homes = list(iter_homes(cohort_dir))
-    start = datetime(info.start.year, info.start.month, info.start.day, tzinfo=UTC)
-    clock = FleetClock(start, speed)
-    fleet = Fleet(
-        homes[ble_homes:],
-        passwords,
-        host=host,
-        port=port,
-        clock=clock,
-        max_connections=max_connections,
-        tls_ca=tls_ca,
-    )
-    if not ble_homes:
-        return fleet.run(progress=progress)
-    # Imported here: bumble and the gateway load only when some home uses BLE.
-    import asyncio
-    import tempfile
-
-    from simulator.ble_fleet import BleFleet
-    from vitalvagt.settings import Settings
-
-    with tempfile.TemporaryDirectory(prefix="vv-ble-fleet-") as tmp:
-        ble = BleFleet(
-            homes[:ble_homes], passwords, settings=settings or Settings(), host=host, port=port,
-            clock=clock, directory=ble_dir or Path(tmp), tls_ca=tls_ca,
-        )  # fmt: skip
-        return asyncio.run(ble.run_beside(fleet, progress=progress))

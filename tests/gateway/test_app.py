@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from gateway.app import GatewayApp, Notices
 from gateway.ble import BleManager, current_time_value, to_observations
-from gateway.decoders import decode
+from gateway.decoding import decode
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import DeviceType, PairingList

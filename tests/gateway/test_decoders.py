@@ -13,7 +13,6 @@ import pytest
 
 from gateway.decoders import (
     DecodedReading,
-    decode,
     decode_blood_pressure,
     decode_heart_rate,
     decode_plx_continuous,
@@ -21,6 +20,7 @@ from gateway.decoders import (
     decode_temperature,
     decode_weight,
 )
+from gateway.decoding import decode
 from gateway.errors import DecodeError
 from gateway.profiles import PROFILES, Profile, decode_bp_flags56_bigendian, register_profile
 from gateway.sig import Buffer

@@ -18,8 +18,8 @@ from gateway.decoders import (
     PLX_MEAS_STATUS_BITS,
     TEMPERATURE_TYPES,
     DecodedReading,
-    decode,
 )
+from gateway.decoding import decode
 from gateway.sig import FLOAT_SPECIALS, SFLOAT_SPECIALS, Number, Special, float_parts, sfloat_parts
 from simulator.sig_encoders import (
     encode_bp,

@@ -27,7 +27,7 @@ from simulator.cohort import (
     iter_observation_rows,
     write_cohort,
 )
-from simulator.fleet import run_fleet
+from simulator.fleet_run import run_fleet
 from tests.conftest import stack_env
 from tests.mqtt import connect, received_observations
 from vitalvagt.observation import Observation

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulator.cohort import CohortSpec, GroupChoice, iter_observation_rows, write_cohort
-from simulator.fleet import run_fleet
+from simulator.fleet_run import run_fleet
 from tests.mqtt import connect, received_observations
 from vitalvagt.stack import Stack
 
