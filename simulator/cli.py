@@ -29,6 +29,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -117,9 +127,12 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
         cohort_dir = args.cohort
         if cohort_dir is None:
             start = args.start or date.today() - timedelta(days=args.days)
-            spec = CohortSpec(args.homes, args.days, args.seed, start, GroupChoice.MIXED)
+            days = args.days + args.live_days
+            spec = CohortSpec(args.homes, days, args.seed, start, GroupChoice.MIXED)
             cohort_dir = write_cohort(tmp, spec, overwrite=True).path
-            print(f"generated {args.homes} homes x {args.days} days from {start}, seed {args.seed}")
+            live = f", the last {args.live_days} live" if args.live_days else ""
+            print(f"generated {args.homes} homes x {days} days from {start}{live},"
+                  f" seed {args.seed}")
 
         last: list[tuple[int, int]] = [(-1, -1)]
 
@@ -166,6 +179,10 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--homes", type=_positive, default=20, metavar="N", help="number of homes")
     p.add_argument("--days", type=_positive, default=14, metavar="D", help="days of readings")
+    p.add_argument("--live-days", type=_non_negative, default=0, metavar="L",
+                   help="the cohort goes on L days past today: once the history is replayed, "
+                   "those readings are published in real time as they fall due (the fleet's "
+                   "clock never passes the real one), so the fleet runs on (default 0)")
     p.add_argument("--seed", type=_seed, default=1, metavar="S", help="cohort seed")
     p.add_argument("--start", type=_date, default=None, metavar="YYYY-MM-DD",
                    help="first day (default: D days before today, so the replay ends now)")

@@ -50,7 +50,8 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from vitalvagt.demo import run_demo
 
-    return run_demo(settings, homes=args.homes, speed=args.speed, duration_s=args.duration_s)
+    return run_demo(settings, homes=args.homes, speed=args.speed, duration_s=args.duration_s,
+                    history_days=args.history_days)
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=20160.0,
                    help="simulated seconds per real second (default 20160: the fleet's two weeks"
                    " of history in a minute, then real time)")
+    p.add_argument("--history-days", type=int, default=14,
+                   help="days of history the fleet replays first (default 14); then it goes on"
+                   " in real time for a month")
     p.add_argument("--duration-s", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(handler=_demo)
