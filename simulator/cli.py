@@ -19,34 +19,27 @@ from vitalvagt.settings import Settings
 DEFAULT_START = date(2025, 1, 6)
 
 
-def _positive(text: str) -> int:
+def _whole(text: str, low: int, high: int | None = None, *, what: str) -> int:
+    """A whole number from the command line between ``low`` and ``high``, or a clear error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{value} must be {what}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1, what="at least 1")
 
 
 def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _whole(text, 0, what="0 or more")
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 2**63-1")
-    return value
+    return _whole(text, 0, 2**63 - 1, what="between 0 and 2**63-1")
 
 
 def _date(text: str) -> date:

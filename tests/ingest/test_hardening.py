@@ -284,6 +284,15 @@ def test_a_gateway_gets_a_receipt_naming_its_batches_after_the_commit(
     assert count_rows(registry, gw)[0] == 4  # stored before the receipt was sent
 
 
+async def _health_turns(service: IngestService, *, healthy: bool) -> dict:
+    """/healthz's state once it says ``healthy`` (or after 10 s)."""
+    for _ in range(100):
+        if service.health()["healthy"] is healthy:
+            break
+        await asyncio.sleep(0.1)
+    return service.health()
+
+
 async def test_healthz_turns_unhealthy_while_the_database_is_unreachable(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,19 +312,11 @@ async def test_healthz_turns_unhealthy_while_the_database_is_unreachable(
         await asyncio.sleep(1.0)
         assert service.health()["healthy"], service.health()
         await proxy.cut()
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if not service.health()["healthy"]:
-                break
-        state = service.health()
+        state = await _health_turns(service, healthy=False)
         assert not state["healthy"] and not state["database_reachable"]
         assert any("database unreachable" in p for p in state["problems"]), state
         await proxy.restore()
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if service.health()["healthy"]:
-                break
-        assert service.health()["healthy"], service.health()
+        assert (await _health_turns(service, healthy=True))["healthy"], service.health()
     finally:
         service.stop()
         await asyncio.to_thread(thread.join, 15)
@@ -337,11 +338,7 @@ async def test_healthz_turns_unhealthy_while_the_broker_is_unreachable(
         assert await asyncio.to_thread(service.wait_connected, 10)
         assert service.health()["healthy"], service.health()
         await proxy.cut()
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if not service.health()["healthy"]:
-                break
-        state = service.health()
+        state = await _health_turns(service, healthy=False)
         assert not state["healthy"] and not state["mqtt_connected"], state
         assert any("broker unreachable" in p for p in state["problems"]), state
         await proxy.restore()
