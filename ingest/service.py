@@ -240,9 +240,11 @@ class IngestService:
         reason = f"internal_error: decoding failed ({type(exc).__name__}); replay after the fix"
         return Rejected(msg, name, "internal_error", reason)
 
-    def _store(self, store: Store, outcomes: list[Decoded | Rejected]) -> WriteResult:
-        """Store one batch, waiting out a database outage; returns what was written.
-        Raises only _Stopping (stop() was called meanwhile)."""
+    def _store(
+        self, store: Store, outcomes: list[Decoded | Rejected]
+    ) -> list[Accepted | Rejected]:
+        """Store one batch, waiting out a database outage; returns each message's fate, for
+        the receipts. Raises only _Stopping (stop() was called meanwhile)."""
         backoff = Backoff(initial_s=0.5, max_s=30)
         while True:
             t0 = time.perf_counter()
@@ -258,12 +260,15 @@ class IngestService:
                 try:
                     kept, capped = self._budget.split(rejected)
                     result = store.write(accepted, kept, capped)
+                    stored = accepted
                 except StorageRefused as exc:
                     # Refused, not unavailable: retrying the batch would refuse it forever
                     # and hold up every message behind it. Find the message(s) it refuses.
                     log.error("ingest batch of %d: the database refused it (%s); storing its"
                               " messages one by one", len(outcomes), exc)  # fmt: skip
-                    result, kept, capped = self._write_one_by_one(store, accepted, rejected)
+                    result, stored, kept, capped = self._write_one_by_one(
+                        store, accepted, rejected
+                    )
             except (DatabaseUnavailable, psycopg.OperationalError) as exc:
                 store.close()
                 self._database_down(str(exc))
@@ -278,10 +283,7 @@ class IngestService:
             self.metrics.record_batch(result, time.perf_counter() - t0, kept)
             self.stored_batches += 1
             self._log_dead_letters(kept, capped)
-            # A message refused one by one is in ``rejected`` now, not among the stored.
-            refused = {id(r.message) for r in rejected}
-            result.outcomes = [a for a in accepted if id(a.message) not in refused] + rejected
-            return result
+            return [*stored, *rejected]
 
     def _database_down(self, error: str) -> None:
         if self._db_down_since is None:
@@ -303,17 +305,19 @@ class IngestService:
 
     def _write_one_by_one(
         self, store: Store, accepted: list[Accepted], rejected: list[Rejected]
-    ) -> tuple[WriteResult, list[Rejected], list[Rejected]]:
+    ) -> tuple[WriteResult, list[Accepted], list[Rejected], list[Rejected]]:
         """Each message in its own transaction; one the database refuses becomes a dead letter
         with the database's reason (appended to ``rejected``). A dead letter the database
-        refuses too is kept reduced (``_keep_reduced``): nothing stops ingest."""
-        result = WriteResult()
+        refuses too is kept reduced (``_keep_reduced``): nothing stops ingest. Returns what
+        was written, the messages stored, the dead letters kept and those only counted."""
+        result, stored = WriteResult(), []
         for a in accepted:
             try:
                 part = store.write([a], [])
             except StorageRefused as exc:
                 rejected.append(Rejected(a.message, a.gateway_id, "storage_refused", exc.reason))
                 continue
+            stored.append(a)
             result.inserted += part.inserted
             result.duplicates += part.duplicates
             result.patients |= part.patients
@@ -324,7 +328,7 @@ class IngestService:
             for r in kept:
                 result.dead_letters += self._keep_reduced(store, r)
             store.write([], [], capped)
-        return result, kept, capped
+        return result, stored, kept, capped
 
     @staticmethod
     def _keep_reduced(store: Store, r: Rejected) -> int:
@@ -404,10 +408,10 @@ class IngestService:
                         0.0, (datetime.now(UTC) - outcomes[0].message.received_at).total_seconds()
                     )
                     try:
-                        result = self._store(store, outcomes)
+                        fates = self._store(store, outcomes)
                     except _Stopping:
                         break  # unacknowledged messages are redelivered later
-                    self._send_receipts(result.outcomes)
+                    self._send_receipts(fates)
                     self._ack(outcomes)
                     self._pending_since = None
                     idle_since = time.monotonic()

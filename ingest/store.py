@@ -76,9 +76,7 @@ class WriteResult:
     inserted: int = 0
     duplicates: int = 0
     dead_letters: int = 0
-    capped: int = 0  # dead letters over the bounds: counted, not kept
     patients: set[str] = field(default_factory=set)
-    outcomes: list[Accepted | Rejected] = field(default_factory=list)  # for the receipts
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,12 +337,11 @@ class Store:
                     " messages = o.messages + 1, bytes = o.bytes + EXCLUDED.bytes,"
                     " last_at = greatest(o.last_at, EXCLUDED.last_at)",
                     [
-                        (r.gateway_id or "", r.code, r.message.received_at.date(),
-                         len(r.message.payload), r.message.received_at, r.message.received_at)
+                        (r.gateway_id or "", r.code, r.message.received_at.date(), r.size,
+                         r.message.received_at, r.message.received_at)
                         for r in capped
                     ],
                 )  # fmt: skip
-                result.capped = len(capped)
             if result.patients:
                 # Delivered to LISTENers only when this transaction commits.
                 for chunk in notify_chunks(sorted(result.patients)):
