@@ -152,11 +152,7 @@ class Observation(BaseModel):
     )
     body_site: BodySite | None = None
 
-    @field_validator("measured_at", "received_at", mode="before")
-    @classmethod
-    def _iso_text(cls, v: object) -> object:
-        return require_iso_text(v)
-
+    _iso_text = field_validator("measured_at", "received_at", mode="before")(require_iso_text)
     _utc = field_validator("measured_at", "received_at")(utc_in_range)
 
     @classmethod

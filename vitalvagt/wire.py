@@ -273,6 +273,7 @@ def _translate(exc: ValidationError) -> WireError:
         return WireError(
             WireErrorCode.UNKNOWN_FIELD, field, "has a field that is not part of wire format v1"
         )
+    # Drop pydantic's tagged-union/function markers from the path; keep field names.
     field = _path(tuple(p for p in loc if not (isinstance(p, str) and "[" in p)))
     last = loc[-1] if loc else ""
     if typ == "missing":
