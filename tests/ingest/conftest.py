@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -115,3 +115,13 @@ def gateway_client(stack: Stack, gw: str, password: str) -> Connected:
     c = connect_gateway(stack, gw, password)
     assert not c.reason.is_failure, c.reason
     return c
+
+
+def publish_as(stack: Stack, gw: str, password: str, messages: Iterable[bytes]) -> None:
+    """Publish each message on the gateway's obs topic, in order, each to its PUBACK."""
+    c = gateway_client(stack, gw, password)
+    try:
+        for m in messages:
+            c.publish(f"vv/v1/gw/{gw}/obs", m)
+    finally:
+        c.close()

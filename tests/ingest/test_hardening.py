@@ -25,6 +25,7 @@ from tests.ingest.conftest import (
     gateway_client,
     ingest_config,
     payloads,
+    publish_as,
     readings,
     wait_for,
 )
@@ -73,13 +74,9 @@ def test_nul_in_a_key_or_an_id_is_a_dead_letter_and_ingest_goes_on(
     in_key = json.dumps(doc).replace('"unit"', '"un\\u0000it"', 1).encode()
     in_id = json.dumps(doc).replace(doc["observations"][0]["id"], "1234\\u0000", 1).encode()
     raw_nul = json.dumps(doc).replace('"unit"', '"un\x00it"', 1).encode()
-    c = gateway_client(stack, gw, pw)
-    try:
-        for bad in (in_key, in_id, raw_nul):
-            c.publish(f"vv/v1/gw/{gw}/obs", bad)
-        c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, readings(gw, 1, start=5), 1)[0])
-    finally:
-        c.close()
+    publish_as(
+        stack, gw, pw, [in_key, in_id, raw_nul, payloads(gw, readings(gw, 1, start=5), 1)[0]]
+    )
     wait_for(lambda: count_rows(registry, gw)[0] == 1, 15, "the good reading after the NULs")
     letters = _dead_letters(registry, gw)
     assert [code for code, _ in letters] == ["missing_field", "invalid_field", "not_json"]
@@ -140,12 +137,7 @@ def test_planted_personal_data_reaches_no_log_and_no_reason(
         bad.append(json.dumps({**base, secret: 1}).encode())
         bad.append(secret.encode())
     caplog.set_level(logging.DEBUG)
-    c = gateway_client(stack, gw, pw)
-    try:
-        for payload in bad:
-            c.publish(f"vv/v1/gw/{gw}/obs", payload)
-    finally:
-        c.close()
+    publish_as(stack, gw, pw, bad)
     # One is valid: a CPR-like "010190-1234" is a well-formed batch id (the gateway's own
     # name for its message, echoed only in its own receipt); the rest are dead letters.
     wait_for(lambda: len(_dead_letters(registry, gw)) == len(bad) - 1, 20, "every dead letter")
@@ -170,13 +162,8 @@ def test_dead_letters_are_capped_per_gateway_and_counted_beyond(
     gw, pw, _ = add_home(registry, stack, "flood")
     limits = DeadLetterLimits(per_gateway=10, per_gateway_bytes=10**9)
     with _running(stack, dead_letter_limits=limits) as (service, _thread):
-        c = gateway_client(stack, gw, pw)
-        try:
-            for i in range(60):
-                c.publish(f"vv/v1/gw/{gw}/obs", f"not json {i}".encode())
-            c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, readings(gw, 1), 1)[0])
-        finally:
-            c.close()
+        flood = [f"not json {i}".encode() for i in range(60)]
+        publish_as(stack, gw, pw, [*flood, payloads(gw, readings(gw, 1), 1)[0]])
         wait_for(lambda: count_rows(registry, gw)[0] == 1, 15, "the good reading")
         capped = service.metrics.dead_letters_capped.labels("not_json")._value.get()
     assert len(_dead_letters(registry, gw)) == 10
@@ -196,11 +183,7 @@ def test_a_reading_from_a_reset_clock_is_a_too_old_dead_letter(
     """Defect 9: a reading measured in 1970 was acknowledged, then deleted by retention."""
     gw, pw, _ = add_home(registry, stack, "clock1970")
     old = readings(gw, 1, t0=datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC))
-    c = gateway_client(stack, gw, pw)
-    try:
-        c.publish(f"vv/v1/gw/{gw}/obs", payloads(gw, old, 1)[0])
-    finally:
-        c.close()
+    publish_as(stack, gw, pw, payloads(gw, old, 1))
     wait_for(lambda: len(_dead_letters(registry, gw)) == 1, 10, "the dead letter")
     assert _dead_letters(registry, gw)[0][0] == "too_old"
     assert count_rows(registry, gw)[0] == 0
@@ -218,12 +201,7 @@ def test_deep_nesting_and_extreme_dates_are_invalid_without_tracebacks(
         d = json.loads(json.dumps(doc))
         d["observations"][0]["measured_at"] = at
         dates.append(json.dumps(d).encode())
-    c = gateway_client(stack, gw, pw)
-    try:
-        for payload in (deep, *dates):
-            c.publish(f"vv/v1/gw/{gw}/obs", payload)
-    finally:
-        c.close()
+    publish_as(stack, gw, pw, [deep, *dates])
     wait_for(lambda: len(_dead_letters(registry, gw)) == 3, 10, "three dead letters")
     assert {code for code, _ in _dead_letters(registry, gw)} <= {"invalid_field", "not_an_object"}
     assert not [r for r in caplog.records if r.exc_info]
@@ -243,12 +221,7 @@ def test_each_reading_keeps_its_own_device_model_and_serial(
             device=DeviceRef(address="00:11:22:33:44:55", model=model, serial=serial),
         )  # fmt: skip
         msgs.append(encode(make_batch(gw, [o])))
-    c = gateway_client(stack, gw, pw)
-    try:
-        for m in msgs:
-            c.publish(f"vv/v1/gw/{gw}/obs", m)
-    finally:
-        c.close()
+    publish_as(stack, gw, pw, msgs)
     wait_for(lambda: count_rows(registry, gw)[0] == 2, 10, "both readings")
     rows = registry.execute(
         "SELECT device_model, device_serial FROM observations WHERE gateway_id = %s"
