@@ -93,6 +93,9 @@ class IngestConfig:
     receive_maximum: int = 1000  # unacknowledged messages the broker may send us
     tls_ca: str | None = None
     end_session_on_stop: bool = False  # for an instance being retired: drop its queued share
+    # How long the broker keeps this instance's session (and queues its share) while it is
+    # away; a session left behind keeps taking a share of new readings until then.
+    session_expiry_s: int = SESSION_EXPIRY_S
     dead_letter_limits: DeadLetterLimits = field(default_factory=DeadLetterLimits)
 
 
@@ -173,7 +176,7 @@ class IngestService:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)  # receipts out, at QoS 1
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = cfg.session_expiry_s
         props.ReceiveMaximum = cfg.receive_maximum
         client.connect_async(cfg.mqtt_host, cfg.mqtt_port, 30, clean_start=False, properties=props)
         client.loop_start()

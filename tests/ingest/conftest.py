@@ -93,7 +93,10 @@ def ingest_config(stack: Stack, client_id: str = "vv-ingest-test") -> IngestConf
         database_url=stack.database_url(), mqtt_host="127.0.0.1",
         mqtt_port=stack.settings.mqtt_port, mqtt_username="vv-ingest",
         mqtt_password=stack.secrets()["vv-ingest"], client_id=client_id,
-        end_session_on_stop=True,
+        # Ended on stop, and short-lived should a stop miss it (a stop during a cut link):
+        # a session left on the shared subscription would take a share of later tests'
+        # readings for a day.
+        end_session_on_stop=True, session_expiry_s=10,
     )  # fmt: skip
 
 
