@@ -62,6 +62,7 @@ def _running(stack: Stack, **config: object) -> Iterator[tuple[IngestService, th
     finally:
         service.stop()
         thread.join(15)
+        assert not thread.is_alive(), "ingest did not stop"
 
 
 def test_nul_in_a_key_or_an_id_is_a_dead_letter_and_ingest_goes_on(
@@ -293,6 +294,7 @@ async def test_healthz_turns_unhealthy_while_the_database_is_unreachable(
     finally:
         service.stop()
         await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive(), "ingest did not stop"
         await proxy.close()
 
 
@@ -320,4 +322,5 @@ async def test_healthz_turns_unhealthy_while_the_broker_is_unreachable(
     finally:
         service.stop()
         await asyncio.to_thread(thread.join, 15)
+        assert not thread.is_alive(), "ingest did not stop"
         await proxy.close()
