@@ -124,6 +124,15 @@ def connect(
     return conn
 
 
+def end_session(stack: Stack, user: str, client_id: str) -> None:
+    """Connect under ``client_id`` with a clean start and no expiry: the broker forgets that
+    session and whatever it queued. A session left on ingest's shared subscription would
+    otherwise take its share of later tests' readings until it expires."""
+    c = connect(stack.settings.mqtt_port, user, stack.secrets()[user], client_id=client_id,
+                clean_start=True)  # fmt: skip
+    c.close()
+
+
 def connect_gateway(stack: Stack, gateway_id: str, password: str, **kw) -> Connected:
     """A gateway on the stack's TLS gateway listener, verifying the stack's CA."""
     return connect(

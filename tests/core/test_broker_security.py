@@ -23,7 +23,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import free_port, stack_env
-from tests.mqtt import Connected, connect, connect_gateway
+from tests.mqtt import Connected, connect, connect_gateway, end_session
 from vitalvagt.broker import (
     PROBE_USER,
     SERVICE_USERS,
@@ -66,13 +66,6 @@ def _drain(conn: Connected, n: int, timeout_s: float = 5) -> list[tuple[str, byt
     return got
 
 
-def _end_session(stack: Stack, user: str, client_id: str) -> None:
-    """Connect with a clean start and no expiry: the broker forgets the session."""
-    c = connect(stack.settings.mqtt_port, user, stack.secrets()[user], client_id=client_id,
-                clean_start=True)  # fmt: skip
-    c.close()
-
-
 # --- (2) session takeover ----------------------------------------------------------------
 
 
@@ -107,7 +100,7 @@ def test_a_gateway_using_ingests_client_id_does_not_disturb_ingests_session(
         finally:
             back.close()
     finally:
-        _end_session(stack, "vv-ingest", ingest_id)
+        end_session(stack, "vv-ingest", ingest_id)
 
 
 def test_a_gateway_using_another_gateways_client_id_neither_kicks_it_nor_drops_its_commands(

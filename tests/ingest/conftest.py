@@ -3,13 +3,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from ingest.service import IngestConfig, IngestService
-from tests.mqtt import Connected, connect_gateway
+from tests.mqtt import Connected, connect_gateway, end_session
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import DeviceRef, Observation
@@ -100,17 +101,33 @@ def ingest_config(stack: Stack, client_id: str = "vv-ingest-test") -> IngestConf
     )  # fmt: skip
 
 
+@contextmanager
+def running_ingest(
+    stack: Stack, service: IngestService, run: Callable[[], None] | None = None
+) -> Iterator[threading.Thread]:
+    """An IngestService running in a thread, connected and subscribed. On the way out it must
+    stop, and its broker session is ended whatever the stop managed (a stop during a cut
+    link leaves it behind): a session left on the shared subscription would take a share of
+    the next test's readings."""
+    client_id = service.config.client_id
+    thread = threading.Thread(target=run or service.run, name=f"{client_id}-under-test")
+    thread.start()
+    try:
+        assert service.wait_connected(10), "ingest did not connect"
+        time.sleep(0.2)  # subscription in place
+        yield thread
+    finally:
+        service.stop()
+        thread.join(15)
+        end_session(stack, "vv-ingest", client_id)
+    assert not thread.is_alive(), "ingest did not stop"
+
+
 @pytest.fixture
 def ingest(stack: Stack) -> Iterator[IngestService]:
     service = IngestService(ingest_config(stack))
-    thread = threading.Thread(target=service.run, name="ingest-under-test")
-    thread.start()
-    assert service.wait_connected(10), "ingest did not connect"
-    time.sleep(0.2)  # subscription in place
-    yield service
-    service.stop()
-    thread.join(15)
-    assert not thread.is_alive()
+    with running_ingest(stack, service):
+        yield service
 
 
 def gateway_client(stack: Stack, gw: str, password: str) -> Connected:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import free_port, stack_env
 from tests.ingest.conftest import add_home, count_rows, gateway_client, payloads, readings, wait_for
+from tests.mqtt import end_session
 from vitalvagt.stack import PG_BIN, Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -30,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextmanager
 def ingest_process(
-    stack: Stack, instance: str, *, health_port: int = 0
+    stack: Stack, instance: str, *, health_port: int = 0, keep_session: bool = False
 ) -> Iterator[subprocess.Popen]:
+    """``keep_session``: leave the broker session for the next process of this instance."""
     env = stack_env(stack)
     argv = [
         sys.executable,
@@ -61,6 +63,9 @@ def ingest_process(
         proc.wait(20)
         drain.join(5)
         proc.stderr.close()
+        if not keep_session:
+            # A killed process leaves its session (a day's expiry) on the shared subscription.
+            end_session(stack, "vv-ingest", f"vv-ingest-{instance}")
 
 
 def publish_stream(stack: Stack, gw: str, pw: str, messages: list[bytes]) -> threading.Thread:
@@ -86,7 +91,7 @@ def test_ingest_killed_mid_stream_stores_every_reading_exactly_once(
 ) -> None:
     gw, pw, _ = add_home(registry, stack, "killed")
     messages = payloads(gw, readings(gw, 50_000), 50)
-    with ingest_process(stack, "kill") as first:
+    with ingest_process(stack, "kill", keep_session=True) as first:
         pub = publish_stream(stack, gw, pw, messages)
         wait_for(lambda: count_rows(registry, gw)[0] >= 5_000, 60, "the stream to be under way")
         first.send_signal(signal.SIGKILL)

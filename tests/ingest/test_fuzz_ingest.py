@@ -48,6 +48,7 @@ from tests.ingest.conftest import (
     ingest_config,
     payloads,
     readings,
+    running_ingest,
 )
 from tests.ingest.hostile import PII_RE, Hostile, HostileGenerator
 from vitalvagt.kinds import Kind
@@ -95,14 +96,8 @@ def fuzz_ingest(stack: Stack) -> Iterator[RunningIngest]:
         except BaseException as exc:  # reported by the test, not as a thread warning
             died.append(exc)
 
-    thread = threading.Thread(target=run, name="ingest-fuzz")
-    thread.start()
-    assert service.wait_connected(10), "ingest did not connect"
-    time.sleep(0.2)  # subscription in place
-    yield RunningIngest(service, thread, died)
-    service.stop()
-    thread.join(15)
-    assert not thread.is_alive()
+    with running_ingest(stack, service, run) as thread:
+        yield RunningIngest(service, thread, died)
 
 
 @dataclass

@@ -27,9 +27,10 @@ from tests.ingest.conftest import (
     payloads,
     publish_as,
     readings,
+    running_ingest,
     wait_for,
 )
-from tests.mqtt import connect_gateway
+from tests.mqtt import connect_gateway, end_session
 from tests.proxy import Proxy
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import DeviceRef, Observation
@@ -53,16 +54,8 @@ def _dead_letters(conn: psycopg.Connection, gw: str) -> list[tuple[str, str]]:
 def _running(stack: Stack, **config: object) -> Iterator[tuple[IngestService, threading.Thread]]:
     cfg = ingest_config(stack, client_id=f"vv-ingest-h{time.monotonic_ns() % 10**8}")
     service = IngestService(cfg.__class__(**{**cfg.__dict__, **config}))
-    thread = threading.Thread(target=service.run, name="ingest-under-test")
-    thread.start()
-    assert service.wait_connected(10), "ingest did not connect"
-    time.sleep(0.3)
-    try:
+    with running_ingest(stack, service) as thread:
         yield service, thread
-    finally:
-        service.stop()
-        thread.join(15)
-        assert not thread.is_alive(), "ingest did not stop"
 
 
 def test_nul_in_a_key_or_an_id_is_a_dead_letter_and_ingest_goes_on(
@@ -294,6 +287,7 @@ async def test_healthz_turns_unhealthy_while_the_database_is_unreachable(
     finally:
         service.stop()
         await asyncio.to_thread(thread.join, 15)
+        await asyncio.to_thread(end_session, stack, "vv-ingest", cfg.client_id)
         assert not thread.is_alive(), "ingest did not stop"
         await proxy.close()
 
@@ -322,5 +316,6 @@ async def test_healthz_turns_unhealthy_while_the_broker_is_unreachable(
     finally:
         service.stop()
         await asyncio.to_thread(thread.join, 15)
+        await asyncio.to_thread(end_session, stack, "vv-ingest", cfg.client_id)
         assert not thread.is_alive(), "ingest did not stop"
         await proxy.close()

@@ -25,6 +25,7 @@ from tests.ingest.conftest import (
     readings,
     wait_for,
 )
+from tests.mqtt import end_session
 from vitalvagt.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -183,6 +184,7 @@ def test_a_bug_in_decoding_dead_letters_the_message_and_ingest_keeps_going(
     finally:
         service.stop()
         thread.join(15)
+        end_session(stack, "vv-ingest", service.config.client_id)
     assert not thread.is_alive()
 
 
@@ -255,4 +257,5 @@ def test_ingest_exits_when_its_decoder_stops(
     service = IngestService(ingest_config(stack, "vv-ingest-decoder-dies"))
     with caplog.at_level(logging.ERROR), pytest.raises(IngestError, match="decoder thread"):
         service.run()
+    end_session(stack, "vv-ingest", service.config.client_id)
     assert any("the decoder stopped" in r.getMessage() for r in caplog.records)
