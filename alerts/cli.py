@@ -12,7 +12,7 @@ from vitalvagt.settings import Settings
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.service import AlertService
-    from vitalvagt.stack import database_url
+    from vitalvagt.endpoints import database_url
 
     service = AlertService(database_url(settings), missed_hours=args.missed_hours,
                            missed_every_s=args.missed_every_s)  # fmt: skip
@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from vitalvagt.stack import database_url
+    from vitalvagt.endpoints import database_url
 
     with psycopg.connect(database_url(settings)) as conn:
         rows = conn.execute(
@@ -48,7 +48,7 @@ def _change(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from alerts.engine import acknowledge, resolve
-    from vitalvagt.stack import database_url
+    from vitalvagt.endpoints import database_url
 
     with psycopg.connect(database_url(settings), autocommit=True) as conn:
         fn = acknowledge if args.alerts_command == "ack" else resolve

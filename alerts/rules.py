@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.quality import is_reliable
+from vitalvagt.settings import DEFAULT_LOCAL_TZ
 
-LOCAL = ZoneInfo("Europe/Copenhagen")
+LOCAL = ZoneInfo(DEFAULT_LOCAL_TZ)  # for the texts; the engine will take it from settings
 
 
 class Severity(StrEnum):

@@ -11,7 +11,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
-    from vitalvagt.stack import database_url
+    from vitalvagt.endpoints import database_url
 
     uvicorn.run(
         create_app(database_url(settings)),

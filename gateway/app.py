@@ -5,7 +5,7 @@
 - ``Outbox`` (the segment log in ``outbox/``), ``PairingList`` (``pairing.db``) and ``Notices``
   (``notices.db``) in the gateway directory;
 - the bleak backends for ``VV_BLE_TRANSPORT`` (bumble only when asked for);
-- ``Publisher`` on the broker of ``vitalvagt.stack.mqtt_endpoint(settings, gateway_id)``;
+- ``Publisher`` on the broker of ``vitalvagt.endpoints.mqtt_endpoint(settings, gateway_id)``;
 - ``BleManager``, whose readings wake the publisher.
 
 ``contextlib.AsyncExitStack`` closes them in reverse: the BLE side stops first, so nothing is
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.ble import Backends, BleManager, ble_backends
 from gateway.errors import GatewayError
@@ -37,7 +36,7 @@ from gateway.outbox import Outbox
 from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
 from gateway.publisher import BrokerConfig, Publisher, ReceivedByHub
 from gateway.sqlite_file import SqliteFile
-from vitalvagt.settings import Settings
+from vitalvagt.settings import Settings, local_zone
 from vitalvagt.wire import Command, CommandName
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ DEFAULT_MEASURE_AGAIN = "Please take the measurement again."
 
 def broker_config(settings: Settings) -> BrokerConfig:
     """The publisher's broker from settings: VV_MQTT_* or the embedded stack's broker."""
-    from vitalvagt.stack import mqtt_endpoint
+    from vitalvagt.endpoints import mqtt_endpoint
 
     if not settings.gateway_id:
         raise GatewayError(
@@ -67,16 +66,6 @@ def broker_config(settings: Settings) -> BrokerConfig:
         tls_ca=Path(endpoint.tls_ca) if endpoint.tls_ca else None,
         username=endpoint.username,
     )
-
-
-def zone_of(settings: Settings) -> ZoneInfo:
-    try:
-        return ZoneInfo(settings.gateway_tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise GatewayError(
-            f"VV_GATEWAY_TZ={settings.gateway_tz!r} is not an IANA time zone "
-            "(e.g. Europe/Copenhagen)"
-        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +172,7 @@ class GatewayApp:
     ) -> None:
         self.settings = settings
         self.broker = broker or broker_config(settings)
-        self.zone = zone_of(settings)
+        self.zone = local_zone(settings)
         self.dir = gateway_dir(settings)
         self._backends = backends
         self._clock = clock

@@ -20,14 +20,14 @@ from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from vitalvagt.settings import Settings
+from vitalvagt.devices import DeviceType, type_of_service
+from vitalvagt.settings import DEFAULT_LOCAL_TZ, Settings, local_zone
 
 if TYPE_CHECKING:
     from gateway.decoders import DecodedReading
     from gateway.publisher import BrokerConfig
     from simulator.ble_devices import Home
 
-DEFAULT_TZ = "Europe/Copenhagen"
 _SEPARATORS = re.compile(r"[\s:]+")
 _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
 
@@ -100,7 +100,7 @@ def _decode(args: argparse.Namespace, settings: Settings) -> int:
     try:
         zone = ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError):
-        return _fail(f"unknown time zone {args.tz!r} (an IANA name like {DEFAULT_TZ})")
+        return _fail(f"unknown time zone {args.tz!r} (an IANA name like {DEFAULT_LOCAL_TZ})")
     try:
         reading = decode(args.uuid, data, args.profile)
     except DecodeError as exc:
@@ -144,8 +144,8 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument(
         "--tz",
-        default=DEFAULT_TZ,
-        help=f"IANA time zone the device clock is set to (default {DEFAULT_TZ}); "
+        default=DEFAULT_LOCAL_TZ,
+        help=f"IANA time zone the device clock is set to (default {DEFAULT_LOCAL_TZ}); "
         "measured_at is the device time in this zone",
     )
     p.set_defaults(handler=_decode)
@@ -176,7 +176,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 # --- pairing -----------------------------------------------------------------------------
 
-TYPE_CHOICES = ("bp", "oximeter", "scale", "thermometer", "hr")
+TYPE_CHOICES = tuple(DeviceType)
 
 
 def _local(moment: datetime | None, zone: tzinfo) -> str:
@@ -189,15 +189,8 @@ async def _pair_async(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateway.ble import ble_backends, connect, read_device_information
     from gateway.errors import GatewayError
-    from gateway.pairing import (
-        PAIRING_FILE,
-        DeviceType,
-        PairingList,
-        gateway_dir,
-        normalize_address,
-        service_uuid,
-        type_for_services,
-    )
+    from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir, normalize_address
+    from vitalvagt.devices import DeviceType, service_uuid, type_for_services
 
     types = [DeviceType(args.type)] if args.type else list(DeviceType)
     async with ble_backends(settings.ble_transport) as (scanner_backend, client_backend):
@@ -339,7 +332,7 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
 
     path = gateway_dir(settings) / PAIRING_FILE
-    zone = ZoneInfo(settings.gateway_tz)
+    zone = local_zone(settings)
     with PairingList(path) as pairing:
         if args.undecodable:
             rows = pairing.undecodable(args.limit)
@@ -436,7 +429,7 @@ def _notices(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.outbox import recorded_losses
     from gateway.pairing import gateway_dir
 
-    zone = ZoneInfo(settings.gateway_tz)
+    zone = local_zone(settings)
     with Notices(gateway_dir(settings) / NOTICES_FILE) as notices:
         rows = notices.recent(args.limit)
         receipt = notices.last_receipt()
@@ -517,7 +510,8 @@ def run_broker(settings: Settings, *, emulated: bool) -> tuple[Settings, BrokerC
         import psycopg
 
         from vitalvagt.db.gateways import provision_gateway
-        from vitalvagt.stack import Stack, database_url
+        from vitalvagt.endpoints import database_url
+        from vitalvagt.stack import Stack
 
         with psycopg.connect(database_url(settings), autocommit=True) as conn:
             password = provision_gateway(conn, gateway_id)
@@ -537,13 +531,12 @@ def pair_emulated(settings: Settings, home: Home) -> None:
     from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
     from simulator.ble_devices import BloodPressureMonitor, WeightScale
 
-    kinds = {0x1810: "bp", 0x1822: "oximeter", 0x181D: "scale", 0x1809: "thermometer", 0x180D: "hr"}
     with PairingList(gateway_dir(settings) / PAIRING_FILE) as pairing:
         for device in home.devices:
             slot = isinstance(device, BloodPressureMonitor | WeightScale)
             pairing.add(
                 device.address,
-                kinds[device.SERVICE_UUID],
+                type_of_service(device.SERVICE_UUID),
                 name=device.name,
                 user_id=EMULATED_USER_ID if slot else None,
                 requires_bonding=device.requires_bonding,
@@ -621,7 +614,7 @@ async def measure_periodically(home: Home, zone: tzinfo, every_s: float, *, seed
 
 
 async def _run_async(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import GatewayApp, zone_of
+    from gateway.app import GatewayApp
 
     if args.measure_every_s is not None and not args.emulated:
         return _fail_as("run", "--measure-every-s needs --emulated")
@@ -637,7 +630,7 @@ async def _run_async(args: argparse.Namespace, settings: Settings) -> int:
             update["gateway_dir"] = settings.state_dir / "gateway-emulated"
         settings = settings.model_copy(update=update)
     settings, broker = run_broker(settings, emulated=args.emulated)
-    zone = zone_of(settings)
+    zone = local_zone(settings)
     async with contextlib.AsyncExitStack() as stack:
         backends = None
         home = None

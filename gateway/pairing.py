@@ -19,12 +19,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.sqlite_file import SqliteFile
+from vitalvagt.devices import DeviceType
 from vitalvagt.settings import Settings
 
 PAIRING_FILE = "pairing.db"
@@ -34,38 +34,6 @@ UNDECODABLE_KEEP = 200  # raw values kept for debugging; older ones are deleted
 def gateway_dir(settings: Settings) -> Path:
     """Where the outbox, pairing list and notices live."""
     return settings.gateway_dir or settings.state_dir / "gateway"
-
-
-class DeviceType(StrEnum):
-    BP = "bp"
-    OXIMETER = "oximeter"
-    SCALE = "scale"
-    THERMOMETER = "thermometer"
-    HR = "hr"
-
-
-# The health service each type advertises (reference section 2).
-SERVICE_UUIDS: dict[DeviceType, int] = {
-    DeviceType.BP: 0x1810,
-    DeviceType.OXIMETER: 0x1822,
-    DeviceType.SCALE: 0x181D,
-    DeviceType.THERMOMETER: 0x1809,
-    DeviceType.HR: 0x180D,
-}
-
-
-def service_uuid(kind: DeviceType) -> str:
-    """The 128-bit form bleak uses for service UUIDs."""
-    return f"0000{SERVICE_UUIDS[kind]:04x}-0000-1000-8000-00805f9b34fb"
-
-
-def type_for_services(uuids: list[str]) -> DeviceType | None:
-    """The device type whose health service is among the advertised ``uuids``."""
-    wanted = {u.lower() for u in uuids}
-    for kind in DeviceType:
-        if service_uuid(kind) in wanted:
-            return kind
-    return None
 
 
 def normalize_address(address: str) -> str:

@@ -17,7 +17,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.metrics import serve_health
     from ingest.rollups import start_jobs
     from ingest.service import IngestConfig, IngestService
-    from vitalvagt.stack import database_url, mqtt_endpoint
+    from vitalvagt.endpoints import database_url, mqtt_endpoint
     from vitalvagt.wire import MAX_AGE
 
     ep = mqtt_endpoint(settings, "vv-ingest")
@@ -70,7 +70,7 @@ def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from ingest.deadletters import list_dead_letters, replay
-    from vitalvagt.stack import database_url
+    from vitalvagt.endpoints import database_url
 
     url = database_url(settings)
     if args.action == "list":

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from gateway.app import GatewayApp, zone_of
+from gateway.app import GatewayApp
 from gateway.ble import device_time_to_utc
 from gateway.decoders import BP_STATUS_BITS, PLX_DEVICE_STATUS_BITS, PLX_MEAS_STATUS_BITS
 from gateway.decoding import decode
@@ -51,7 +51,7 @@ from simulator.sig_encoders import encode_bp, encode_plx_spot, encode_temperatur
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import TimeSource
 from vitalvagt.quality import Flag
-from vitalvagt.settings import Settings
+from vitalvagt.settings import Settings, local_zone
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class BleHome:
         self.broker = BrokerConfig(host=host, port=port, gateway_id=home.gateway_id,
                                    password=password,
                                    tls_ca=Path(tls_ca) if tls_ca else None)  # fmt: skip
-        self.zone = zone_of(self.settings)
+        self.zone = local_zone(self.settings)
         self.readings = readings_of(home)
         self.encoded = [encode_reading(r, self.zone) for r in self.readings]
         stats.readings += len(self.readings)

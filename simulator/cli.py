@@ -103,7 +103,8 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
     from simulator.cohort import CohortSpec, GroupChoice, write_cohort
     from simulator.fleet_run import run_fleet
     from simulator.fleet_stats import FleetStats
-    from vitalvagt.stack import Stack, database_url, gateway_broker
+    from vitalvagt.endpoints import database_url, gateway_broker
+    from vitalvagt.stack import Stack
 
     homes = args.homes
     if args.cohort is not None:

@@ -28,7 +28,7 @@ def run_fleet(
     """Provision the cohort's homes and publish them; returns when everything is acknowledged.
 
     ``host``, ``port`` and ``tls_ca`` are the broker's gateway listener
-    (``vitalvagt.stack.gateway_broker``): homes connect as gateways, with TLS.
+    (``vitalvagt.endpoints.gateway_broker``): homes connect as gateways, with TLS.
 
     The first ``ble_homes`` homes publish through emulated BLE devices and their own gateway
     (simulator/ble_fleet.py, gateway directories under ``ble_dir``); the rest directly.

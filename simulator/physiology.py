@@ -28,9 +28,10 @@ import numpy as np
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.quality import Flag
+from vitalvagt.settings import DEFAULT_LOCAL_TZ
 
 GENERATOR_VERSION = "1.0.0"
-TIMEZONE = "Europe/Copenhagen"
+TIMEZONE = DEFAULT_LOCAL_TZ  # the cohort lives in Denmark
 DAY_S = 86_400
 
 

@@ -56,7 +56,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     from vitalvagt.db.migrate import migrate
-    from vitalvagt.stack import with_stack_defaults
+    from vitalvagt.endpoints import with_stack_defaults
 
     settings = with_stack_defaults(settings)
     if settings.database_url is None:
@@ -156,7 +156,8 @@ def _admin_add_gateway(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from vitalvagt.db.gateways import provision_gateway
-    from vitalvagt.stack import Stack, with_stack_defaults
+    from vitalvagt.endpoints import with_stack_defaults
+    from vitalvagt.stack import Stack
 
     embedded = settings.database_url is None
     settings = with_stack_defaults(settings)

@@ -7,11 +7,16 @@ embedded stack are read from its state directory (``vitalvagt stack status`` sho
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vitalvagt.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The zone Danish patients, devices and teams live in: device clocks, schedules, rotas.
+DEFAULT_LOCAL_TZ = "Europe/Copenhagen"
 
 
 def default_state_dir() -> Path:
@@ -22,7 +27,7 @@ def default_state_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VV_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VV_", extra="ignore", populate_by_name=True)
 
     state_dir: Path = Field(default_factory=default_state_dir)
     host: str = "127.0.0.1"
@@ -40,10 +45,24 @@ class Settings(BaseSettings):
     # Home gateway (tablet)
     gateway_id: str | None = None  # also its MQTT user name
     gateway_dir: Path | None = None  # outbox and pairing list; default <state_dir>/gateway
-    gateway_tz: str = "Europe/Copenhagen"  # zone of the devices' clocks
+    # The local zone: device clocks, measurement schedules, times shown to people.
+    # VV_GATEWAY_TZ is its name of 0.1.0.
+    local_tz: str = Field(
+        default=DEFAULT_LOCAL_TZ, validation_alias=AliasChoices("VV_LOCAL_TZ", "VV_GATEWAY_TZ")
+    )
     outbox_max_mb: int = 200
     ble_transport: str = "native"  # native (BlueZ/Android via bleak) or bumble[:<hci spec>]
     log_level: str = "INFO"
+
+
+def local_zone(settings: Settings) -> ZoneInfo:
+    """The local zone of ``settings``; a name that is no IANA zone is a ``ConfigError``."""
+    try:
+        return ZoneInfo(settings.local_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"VV_LOCAL_TZ={settings.local_tz!r} is not an IANA time zone (e.g. {DEFAULT_LOCAL_TZ})"
+        ) from None
 
 
 def load_settings(**overrides: object) -> Settings:

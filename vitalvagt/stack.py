@@ -12,9 +12,7 @@ certificate is signed by a private CA made once in ``tls/``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
 import pwd
@@ -24,89 +22,34 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import SecretStr
 
 from vitalvagt.broker import (
     PROBE_USER,
     SERVICE_USERS,
-    BrokerFiles,
-    is_service_user,
     mosquitto_conf,
     write_broker_files,
 )
 from vitalvagt.errors import VitalvagtError
 from vitalvagt.settings import Settings
-from vitalvagt.tls import TlsFiles, ensure_certificates, server_names
+from vitalvagt.stack_state import (
+    DB_NAME,
+    DB_USER,
+    SERVICES_HOST,
+    connect_host,
+    embedded_database_url,
+    stack_paths,
+    stack_secrets,
+)
+from vitalvagt.tls import ensure_certificates, server_names
 
 log = logging.getLogger(__name__)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-DB_NAME = "vitalvagt"
-DB_USER = "vitalvagt"
-SERVICES_HOST = "127.0.0.1"  # the services listener is never reachable from outside
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 class StackError(VitalvagtError):
     """The embedded stack could not be started, stopped or reached."""
-
-
-@dataclass(frozen=True)
-class StackPaths:
-    root: Path
-
-    @property
-    def pg(self) -> Path:
-        return self.root / "pg"
-
-    @property
-    def pg_data(self) -> Path:
-        return self.pg / "data"
-
-    @property
-    def pg_run(self) -> Path:
-        return self.pg / "run"
-
-    @property
-    def pg_log(self) -> Path:
-        return self.pg / "postgresql.log"
-
-    @property
-    def mq(self) -> Path:
-        return self.root / "mosquitto"
-
-    @property
-    def mq_files(self) -> BrokerFiles:
-        return BrokerFiles(self.mq)
-
-    @property
-    def mq_conf(self) -> Path:
-        return self.mq_files.conf
-
-    @property
-    def tls(self) -> TlsFiles:
-        """The private CA in ``tls/`` (its key is never given to mosquitto); the server's
-        certificate and key in the broker's own directory."""
-        return TlsFiles(ca_dir=self.root / "tls", server_dir=self.mq)
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.tls.ca_cert
-
-    @property
-    def mq_pid(self) -> Path:
-        return self.mq / "mosquitto.pid"
-
-    @property
-    def mq_log(self) -> Path:
-        return self.mq / "mosquitto.log"
-
-    @property
-    def secrets(self) -> Path:
-        return self.root / "secrets.json"
 
 
 def _is_root() -> bool:
@@ -129,11 +72,6 @@ def _run(
     return res.stdout
 
 
-def _connect_host(host: str) -> str:
-    """The address to reach a listener bound to ``host`` on this machine."""
-    return "127.0.0.1" if host in WILDCARD_HOSTS else host
-
-
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
@@ -145,26 +83,16 @@ class Stack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.paths = StackPaths(settings.state_dir.resolve())
+        self.paths = stack_paths(settings)
         self._probe_password = secrets.token_urlsafe(12)
 
     # --- secrets -----------------------------------------------------------------------
     def secrets(self) -> dict[str, str]:
         """Passwords of the database role and the broker's service users (created on first use)."""
-        p = self.paths.secrets
-        if p.exists():
-            return json.loads(p.read_text())
-        p.parent.mkdir(parents=True, exist_ok=True)
-        data = {"pg_password": secrets.token_urlsafe(18)}
-        data.update({u: secrets.token_urlsafe(18) for u in SERVICE_USERS})
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        return data
+        return stack_secrets(self.paths, create=True)
 
     def database_url(self) -> str:
-        pw = self.secrets()["pg_password"]
-        return f"postgresql://{DB_USER}:{pw}@{self.settings.host}:{self.settings.pg_port}/{DB_NAME}"
+        return embedded_database_url(self.settings, create=True)
 
     def admin_dsn(self) -> str:
         # Superuser over the private Unix socket (trust for the cluster owner only).
@@ -412,7 +340,7 @@ class Stack:
         s = self.settings
         for host, port, var in (
             (SERVICES_HOST, s.mqtt_port, "VV_MQTT_PORT"),
-            (_connect_host(s.host), s.mqtt_tls_port, "VV_MQTT_TLS_PORT"),
+            (connect_host(s.host), s.mqtt_tls_port, "VV_MQTT_TLS_PORT"),
         ):
             if _port_open(host, port):
                 raise StackError(
@@ -548,7 +476,7 @@ class Stack:
                 " -u vv-ingest -P <secret> -t 'vv/v1/gw/+/obs' (passwords in secrets.json)",
                 "tls_address": f"{s.host}:{s.mqtt_tls_port}",  # gateways, TLS
                 "ca_file": str(self.paths.ca_cert),
-                "gateway_connect": f"mosquitto_pub -V mqttv5 -h {_connect_host(s.host)}"
+                "gateway_connect": f"mosquitto_pub -V mqttv5 -h {connect_host(s.host)}"
                 f" -p {s.mqtt_tls_port} --cafile {self.paths.ca_cert} -u GATEWAY_ID -P <password>"
                 " -q 1 -t vv/v1/gw/GATEWAY_ID/obs -m ...",
                 "config": str(self.paths.mq_conf),
@@ -580,92 +508,3 @@ def describe(status: dict[str, object]) -> str:
             f"secrets (mode 600): {status['secrets']}",
         ]
     )
-
-
-def with_stack_defaults(settings: Settings) -> Settings:
-    """Fill the database URL from the embedded stack when none was configured."""
-    if settings.database_url is None:
-        with contextlib.suppress(FileNotFoundError):
-            url = Stack(settings).database_url()
-            return settings.model_copy(update={"database_url": SecretStr(url)})
-    return settings
-
-
-@dataclass(frozen=True)
-class MqttBroker:
-    host: str
-    port: int
-    tls_ca: str | None  # None: plaintext
-
-
-@dataclass(frozen=True)
-class MqttEndpoint:
-    host: str
-    port: int
-    username: str
-    password: str
-    tls_ca: str | None  # None: plaintext
-
-
-def services_broker(settings: Settings) -> MqttBroker:
-    """The services listener: VV_MQTT_HOST:VV_MQTT_PORT, else the embedded one on loopback.
-    Plaintext, unless a remote one (VV_MQTT_HOST) is reached with TLS (VV_MQTT_TLS_CA)."""
-    if settings.mqtt_host:
-        ca = str(settings.mqtt_tls_ca) if settings.mqtt_tls_ca else None
-        return MqttBroker(settings.mqtt_host, settings.mqtt_port, ca)
-    return MqttBroker(SERVICES_HOST, settings.mqtt_port, None)
-
-
-def gateway_broker(settings: Settings) -> MqttBroker:
-    """The gateway listener, always TLS: VV_MQTT_HOST:VV_MQTT_TLS_PORT verified against
-    VV_MQTT_TLS_CA, else the embedded one on VV_HOST verified against the stack's CA."""
-    if settings.mqtt_tls_ca:
-        ca = Path(settings.mqtt_tls_ca)
-    elif settings.mqtt_host:
-        raise StackError(
-            f"gateways connect to {settings.mqtt_host} with TLS: set VV_MQTT_TLS_CA to the CA"
-            " file that signed its certificate (the operator gives it out)"
-        )
-    else:
-        ca = Stack(settings).paths.ca_cert
-        if not ca.exists():
-            raise StackError(
-                f"no CA file {ca} for the embedded broker's TLS listener: run"
-                " `vitalvagt stack up` first or set VV_MQTT_TLS_CA"
-            )
-    host = settings.mqtt_host or _connect_host(settings.host)
-    return MqttBroker(host, settings.mqtt_tls_port, str(ca))
-
-
-def mqtt_endpoint(settings: Settings, user: str) -> MqttEndpoint:
-    """The broker and credentials for ``user`` (VV_MQTT_USERNAME if set): a service user
-    (``vv-*``) gets the services listener, a gateway the TLS gateway listener. The password
-    is VV_MQTT_PASSWORD if set, else a service's from the embedded stack."""
-    username = settings.mqtt_username or user
-    gateway = not is_service_user(username)
-    if settings.mqtt_password is not None:
-        password = settings.mqtt_password.get_secret_value()
-    elif gateway:
-        raise StackError(
-            f"no MQTT password for gateway {username!r}: set VV_MQTT_PASSWORD to the one"
-            " `vitalvagt admin add-gateway` printed"
-        )
-    else:
-        stack = Stack(settings)
-        if not stack.paths.secrets.exists():
-            raise StackError(
-                "no MQTT password: set VV_MQTT_PASSWORD or run `vitalvagt stack up` first"
-            )
-        password = stack.secrets().get(username, "")
-        if not password:
-            raise StackError(f"the embedded stack has no MQTT user {username!r}")
-    broker = gateway_broker(settings) if gateway else services_broker(settings)
-    return MqttEndpoint(broker.host, broker.port, username, password, broker.tls_ca)
-
-
-def database_url(settings: Settings) -> str:
-    """VV_DATABASE_URL if set, else the embedded stack's database."""
-    url = with_stack_defaults(settings).database_url
-    if url is None:
-        raise StackError("no database: set VV_DATABASE_URL or run `vitalvagt stack up` first")
-    return url.get_secret_value()

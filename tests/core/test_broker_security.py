@@ -32,8 +32,9 @@ from vitalvagt.broker import (
     services_password_lines,
 )
 from vitalvagt.db.gateways import gateway_credential_hashes, provision_gateway
+from vitalvagt.endpoints import mqtt_endpoint
 from vitalvagt.settings import Settings
-from vitalvagt.stack import Stack, mqtt_endpoint
+from vitalvagt.stack import Stack
 from vitalvagt.tls import TlsFiles, ensure_certificates
 
 pytestmark = pytest.mark.stack

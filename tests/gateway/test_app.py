@@ -26,7 +26,7 @@ from gateway.ble import BleManager, current_time_value, to_observations
 from gateway.decoding import decode
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
-from gateway.pairing import DeviceType, PairingList
+from gateway.pairing import PairingList
 from gateway.publisher import ReceivedByHub
 from simulator.ble_devices import Home, Thermometer, WeightScale
 from simulator.sig_encoders import (
@@ -36,6 +36,7 @@ from simulator.sig_encoders import (
     encode_weight,
 )
 from tests.conftest import free_port
+from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import BodySite, DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag

@@ -147,7 +147,7 @@ async def app(
         mqtt_tls_port=stack.settings.mqtt_tls_port,  # gateways: the TLS listener
         mqtt_tls_ca=stack.paths.ca_cert,
         mqtt_password=SecretStr(password),
-        gateway_tz="Europe/Copenhagen",
+        local_tz="Europe/Copenhagen",
         ble_transport="bumble",
     )
     kinds = {
