@@ -16,7 +16,7 @@ import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.engine import check_missed, evaluate
-from vitalvagt.retry import Backoff
+from vitalvagt.retry import DATABASE
 
 log = logging.getLogger(__name__)
 CHANNEL = "vv_observations"  # ingest.store.NOTIFY_CHANNEL; components do not import each other
@@ -43,7 +43,7 @@ class AlertService:
         scheduler.add_job(self._missed, "interval", seconds=self.missed_every_s, id="missed",
                           max_instances=1, coalesce=True)  # fmt: skip
         scheduler.start()
-        backoff = Backoff(initial_s=1, max_s=30)
+        backoff = DATABASE.backoff()
         try:
             while not self._stop.is_set():
                 try:

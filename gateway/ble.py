@@ -63,7 +63,7 @@ from gateway.outbox import Outbox
 from gateway.pairing import PairedDevice, PairingList, normalize_address
 from vitalvagt.observation import DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag
-from vitalvagt.retry import Backoff
+from vitalvagt.retry import BLE_DEVICE, Backoff
 from vitalvagt.wire import MAX_FUTURE
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class BleManager:
         zone: tzinfo,
         on_stored: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = _utc_now,
-        backoff: Callable[[], Backoff] = lambda: Backoff(initial_s=1.0, max_s=60.0),
+        backoff: Callable[[], Backoff] = BLE_DEVICE.backoff,
         connect_attempts: int = CONNECT_ATTEMPTS,
     ) -> None:
         self.gateway_id = gateway_id

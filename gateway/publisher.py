@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox, Run
-from vitalvagt.retry import Backoff
+from vitalvagt.retry import BROKER_RECONNECT, BROKER_REFUSAL
 from vitalvagt.wire import (
     MAX_PAYLOAD_BYTES,
     Command,
@@ -156,7 +156,7 @@ class Publisher:
         self.receipted_readings = 0
         self.resent_batches = 0
         self.last_receipt: ReceivedByHub | None = None
-        self._refusal_backoff = Backoff(initial_s=1, max_s=300)
+        self._refusal_backoff = BROKER_REFUSAL.backoff()
         self._resume_at = 0.0  # loop time before which nothing is handed after a refusal
 
     # --- life cycle ---------------------------------------------------------------------
@@ -179,7 +179,9 @@ class Publisher:
         client.will_set(status_topic(cfg.gateway_id), self._status(GatewayState.OFFLINE), 1, True)
         client.max_inflight_messages_set(cfg.max_inflight)
         # The outbox is the queue: only `max_inflight` messages are ever handed to paho.
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(
+            min_delay=BROKER_RECONNECT.initial_s, max_delay=BROKER_RECONNECT.max_s
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

@@ -58,7 +58,7 @@ from ingest.store import (
     resolve,
 )
 from vitalvagt.logs import Throttle
-from vitalvagt.retry import Backoff
+from vitalvagt.retry import BROKER_RECONNECT, DATABASE
 from vitalvagt.wire import (
     MAX_RECEIPT_BATCHES,
     Receipt,
@@ -173,7 +173,9 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(
+            min_delay=BROKER_RECONNECT.initial_s, max_delay=BROKER_RECONNECT.max_s
+        )
         client.max_inflight_messages_set(1000)  # receipts out, at QoS 1
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = cfg.session_expiry_s
@@ -243,12 +245,10 @@ class IngestService:
         reason = f"internal_error: decoding failed ({type(exc).__name__}); replay after the fix"
         return Rejected(msg, name, "internal_error", reason)
 
-    def _store(
-        self, store: Store, outcomes: list[Decoded | Rejected]
-    ) -> list[Accepted | Rejected]:
+    def _store(self, store: Store, outcomes: list[Decoded | Rejected]) -> list[Accepted | Rejected]:
         """Store one batch, waiting out a database outage; returns each message's fate, for
         the receipts. Raises only _Stopping (stop() was called meanwhile)."""
-        backoff = Backoff(initial_s=0.5, max_s=30)
+        backoff = DATABASE.backoff()
         while True:
             t0 = time.perf_counter()
             try:
@@ -269,9 +269,7 @@ class IngestService:
                     # and hold up every message behind it. Find the message(s) it refuses.
                     log.error("ingest batch of %d: the database refused it (%s); storing its"
                               " messages one by one", len(outcomes), exc)  # fmt: skip
-                    result, stored, kept, capped = self._write_one_by_one(
-                        store, accepted, rejected
-                    )
+                    result, stored, kept, capped = self._write_one_by_one(store, accepted, rejected)
             except (DatabaseUnavailable, psycopg.OperationalError) as exc:
                 store.close()
                 self._database_down(str(exc))

@@ -1,4 +1,9 @@
-"""The one retry policy object: initial delay, factor, cap and jitter (design rule 2)."""
+"""Retry policy (design rule 2): one small object, and the named presets every component uses.
+
+``Backoff`` counts one failing streak: initial delay, factor, cap and jitter. The presets
+below say, once, how patiently each kind of resource is retried; a component takes a fresh
+``Backoff`` from its preset (``DATABASE.backoff()``) instead of writing numbers of its own.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,25 @@ class Backoff:
     @property
     def attempts(self) -> int:
         return self._attempt
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a kind of resource is retried: the first wait and the longest."""
+
+    name: str
+    initial_s: float
+    max_s: float
+
+    def backoff(self) -> Backoff:
+        return Backoff(initial_s=self.initial_s, max_s=self.max_s)
+
+
+# PostgreSQL gone (restart, fail-over): come back quickly, never wait more than 30 s.
+DATABASE = RetryPolicy("database", initial_s=0.5, max_s=30.0)
+# The broker's connection lost: paho's own reconnect delays (reconnect_delay_set).
+BROKER_RECONNECT = RetryPolicy("broker reconnect", initial_s=1.0, max_s=30.0)
+# The broker refused a message or the login (ACL, quota): it will not change in seconds.
+BROKER_REFUSAL = RetryPolicy("broker refusal", initial_s=1.0, max_s=300.0)
+# A BLE device out of range or failing to connect: a patient's device comes and goes.
+BLE_DEVICE = RetryPolicy("BLE device", initial_s=1.0, max_s=60.0)
