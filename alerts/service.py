@@ -1,14 +1,13 @@
 """`vitalvagt alerts run`: evaluate patients when ingest NOTIFYs, and check missed readings.
 
-Ingest sends ``NOTIFY vv_observations`` with the affected patients after each commit; this
-service LISTENs and evaluates exactly those patients. Missed measurements are a periodic
-apscheduler job. At start every active patient is evaluated once, so nothing that arrived
+Ingest sends a NOTIFY with the affected patients after each commit (vitalvagt/db/notify.py);
+this service LISTENs and evaluates exactly those patients. Missed measurements are a
+periodic apscheduler job. At start every active patient is evaluated once, so nothing that arrived
 while the engine was down is missed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
@@ -16,10 +15,11 @@ import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.engine import check_missed, evaluate
+from vitalvagt.db.notify import CHANNEL, patients_of
+from vitalvagt.db.notify import listen as listen_for_readings
 from vitalvagt.retry import DATABASE
 
 log = logging.getLogger(__name__)
-CHANNEL = "vv_observations"  # ingest.store.NOTIFY_CHANNEL; components do not import each other
 
 
 class AlertService:
@@ -60,7 +60,7 @@ class AlertService:
             psycopg.connect(self.database_url, autocommit=True) as listen,
             psycopg.connect(self.database_url, autocommit=True) as work,
         ):
-            listen.execute(f"LISTEN {CHANNEL}")
+            listen_for_readings(listen)
             everyone = [r[0] for r in work.execute("SELECT id FROM patients WHERE active")]
             if everyone:
                 evaluate(work, everyone)
@@ -68,7 +68,7 @@ class AlertService:
             while not self._stop.is_set():
                 patients: set[str] = set()
                 for note in listen.notifies(timeout=1.0, stop_after=100):
-                    patients.update(json.loads(note.payload).get("patients", []))
+                    patients.update(patients_of(note.payload))
                 if patients:
                     result = evaluate(work, sorted(patients))
                     if result.opened or result.updated:

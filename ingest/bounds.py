@@ -28,7 +28,7 @@ PREFIX_BYTES = 4096
 
 
 class DeadLetterCandidate(Protocol):
-    """What the bounds need of a refused message (``ingest.store.Rejected``)."""
+    """What the bounds need of a refused message (``ingest.messages.Rejected``)."""
 
     @property
     def gateway_id(self) -> str | None: ...

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import psycopg
 
 from ingest.errors import StorageRefused
-from ingest.store import Accepted, GatewayDirectory, Message, Store, validate
+from ingest.messages import Accepted, Message
+from ingest.registry import GatewayDirectory, validate
+from ingest.store import Store
 
 
 @dataclass(frozen=True)

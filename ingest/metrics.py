@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from ingest.store import Rejected, WriteResult
+    from ingest.messages import Rejected
+    from ingest.store import WriteResult
 
 
 class Metrics:

@@ -44,19 +44,10 @@ from paho.mqtt.properties import Properties
 
 from ingest.bounds import DeadLetterBudget, DeadLetterLimits
 from ingest.errors import DatabaseUnavailable, IngestError, StorageRefused
+from ingest.messages import Accepted, Decoded, Message, Rejected, decode_message, parse_gateway
 from ingest.metrics import Metrics
-from ingest.store import (
-    Accepted,
-    Decoded,
-    GatewayDirectory,
-    Message,
-    Rejected,
-    Store,
-    WriteResult,
-    decode_message,
-    parse_gateway,
-    resolve,
-)
+from ingest.registry import GatewayDirectory, check_registry
+from ingest.store import Store, WriteResult
 from vitalvagt.logs import Throttle
 from vitalvagt.retry import BROKER_RECONNECT, DATABASE
 from vitalvagt.wire import (
@@ -258,7 +249,7 @@ class IngestService:
                 accepted: list[Accepted] = []
                 rejected: list[Rejected] = []
                 for outcome in outcomes:
-                    checked = resolve(outcome, self._directory, store.conn)
+                    checked = check_registry(outcome, self._directory, store.conn)
                     (accepted if isinstance(checked, Accepted) else rejected).append(checked)
                 try:
                     kept, capped = self._budget.split(rejected)

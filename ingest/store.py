@@ -9,9 +9,7 @@ the messages acknowledged to the broker (service.py).
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,11 +18,11 @@ import psycopg
 
 from ingest.bounds import kept_payload
 from ingest.errors import DatabaseUnavailable, StorageRefused
-from vitalvagt.wire import ObservationBatch, WireError, batch_id_of, decode_batch, parse_topic
+from ingest.messages import Accepted, Rejected
+from vitalvagt.db.notify import notify_new_readings
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "vv_observations"
 STAGE_COLUMNS = (
     "id", "measured_at", "received_at", "patient_id", "gateway_id", "device_address", "kind",
     "value", "unit", "time_source", "reading_id", "flags", "body_site", "device_model",
@@ -37,175 +35,12 @@ STAGE_TYPES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    payload: bytes
-    received_at: datetime  # when ingest got it (UTC)
-    mid: int = 0  # MQTT message id, for the acknowledgement after commit
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    message: Message
-    gateway_id: str | None
-    code: str
-    reason: str  # the hub's own words (vitalvagt.wire): never the sender's text
-
-    @property
-    def batch_id(self) -> str | None:
-        return batch_id_of(self.message.payload)
-
-    @property
-    def size(self) -> int:
-        return len(self.message.payload)
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    message: Message
-    gateway_id: str
-    patient_id: str
-    rows: list[tuple[object, ...]]
-    devices: dict[str, tuple[str | None, str | None]]  # address -> (model, serial)
-    batch_id: str | None = None  # the gateway's name for the message, for its receipt
-
-
 @dataclass
 class WriteResult:
     inserted: int = 0
     duplicates: int = 0
     dead_letters: int = 0
     patients: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayEntry:
-    patient_id: str | None
-    active: bool
-    inactive_devices: frozenset[str]
-
-
-class GatewayDirectory:
-    """Known gateways, their patients and unbound devices; reloaded on a miss (at most 1/s)."""
-
-    def __init__(self, *, min_reload_s: float = 1.0) -> None:
-        self._entries: dict[str, GatewayEntry] = {}
-        self._loaded_at = 0.0
-        self._min_reload_s = min_reload_s
-
-    def reload(self, conn: psycopg.Connection) -> None:
-        rows = conn.execute(
-            "SELECT g.id, g.patient_id, g.active AND coalesce(p.active, true),"
-            " coalesce(array_agg(d.address) FILTER (WHERE NOT d.active), '{}')"
-            " FROM gateways g LEFT JOIN patients p ON p.id = g.patient_id"
-            " LEFT JOIN devices d ON d.gateway_id = g.id GROUP BY g.id, p.active"
-        ).fetchall()
-        self._entries = {r[0]: GatewayEntry(r[1], r[2], frozenset(r[3])) for r in rows}
-        self._loaded_at = time.monotonic()
-
-    def get(self, conn: psycopg.Connection, gateway_id: str) -> GatewayEntry | None:
-        entry = self._entries.get(gateway_id)
-        if entry is None and time.monotonic() - self._loaded_at >= self._min_reload_s:
-            self.reload(conn)
-            entry = self._entries.get(gateway_id)
-        return entry
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """A message that passed the wire checks; the registry checks come next (``resolve``)."""
-
-    message: Message
-    gateway_id: str
-    batch: ObservationBatch
-
-
-def parse_gateway(topic: str) -> str | None:
-    """The gateway id of an obs topic, or None."""
-    try:
-        return parse_topic(topic)[0]
-    except WireError:
-        return None
-
-
-def decode_message(msg: Message, *, now: datetime | None = None) -> Decoded | Rejected:
-    """The wire checks of one message (topic, schema, units, ranges, time, stable ids).
-
-    Pure: no database, so ingest runs it in its own thread while the previous batch is being
-    written (service.py)."""
-    gateway_id: str | None = None
-    try:
-        gateway_id, _ = parse_topic(msg.topic)
-        batch = decode_batch(msg.payload, topic_gateway_id=gateway_id, now=now or msg.received_at)
-    except WireError as exc:
-        return Rejected(msg, gateway_id, exc.code.value, str(exc))
-    return Decoded(msg, gateway_id, batch)
-
-
-def resolve(
-    decoded: Decoded | Rejected, directory: GatewayDirectory, conn: psycopg.Connection
-) -> Accepted | Rejected:
-    """The registry checks: the gateway is known, active and has a patient; the device is
-    bound. Builds the rows to store."""
-    if isinstance(decoded, Rejected):
-        return decoded
-    msg, gateway_id, batch = decoded.message, decoded.gateway_id, decoded.batch
-    entry = directory.get(conn, gateway_id)
-    if entry is None:
-        return Rejected(
-            msg,
-            gateway_id,
-            "unknown_gateway",
-            f"gateway {gateway_id!r} is not registered; register it, then replay",
-        )
-    if not entry.active:
-        return Rejected(
-            msg,
-            gateway_id,
-            "gateway_inactive",
-            f"gateway {gateway_id!r} or its patient is deactivated",
-        )
-    if entry.patient_id is None:
-        return Rejected(
-            msg,
-            gateway_id,
-            "gateway_unassigned",
-            f"gateway {gateway_id!r} has no patient; assign one, then replay",
-        )
-    patient_id, inactive = entry.patient_id, entry.inactive_devices
-    rows: list[tuple[object, ...]] = []
-    devices: dict[str, tuple[str | None, str | None]] = {}
-    for i, o in enumerate(batch.observations):
-        device = o.device
-        address = device.address.upper()
-        if inactive and address in inactive:
-            return Rejected(
-                msg,
-                gateway_id,
-                "device_not_bound",
-                f"observations[{i}].device.address: device {address} is unbound"
-                f" from gateway {gateway_id!r}",
-            )
-        devices[address] = (device.model, device.serial)
-        rows.append((
-            o.id, o.measured_at, o.received_at, patient_id, gateway_id, address,
-            o.kind.value, o.value, o.unit, o.time_source.value, o.reading_id,
-            [f.value for f in o.flags] if o.flags else [],
-            o.body_site.value if o.body_site else None, device.model, device.serial,
-        ))  # fmt: skip
-    return Accepted(msg, gateway_id, patient_id, rows, devices, batch.batch_id)
-
-
-def validate(
-    msg: Message,
-    directory: GatewayDirectory,
-    conn: psycopg.Connection,
-    *,
-    now: datetime | None = None,
-) -> Accepted | Rejected:
-    """Check one message against the wire format and the registry; never raises WireError."""
-    return resolve(decode_message(msg, now=now), directory, conn)
 
 
 class Store:
@@ -343,12 +178,7 @@ class Store:
                     ],
                 )  # fmt: skip
             if result.patients:
-                # Delivered to LISTENers only when this transaction commits.
-                for chunk in notify_chunks(sorted(result.patients)):
-                    cur.execute(
-                        "SELECT pg_notify(%s, %s)",
-                        (NOTIFY_CHANNEL, json.dumps({"patients": chunk})),
-                    )
+                notify_new_readings(cur, result.patients)  # sent when this commits
         return result
 
     @staticmethod
@@ -402,21 +232,3 @@ def refusal_reason(exc: psycopg.DatabaseError) -> str:
         if name:
             parts.append(f"{label} {pg_text(name)}")
     return ", ".join(parts)
-
-
-NOTIFY_MAX_BYTES = 7900  # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more
-
-
-def notify_chunks(patients: list[str]) -> Iterable[list[str]]:
-    """Patient ids in groups whose ``{"patients": [...]}`` stays under the NOTIFY limit."""
-    chunk: list[str] = []
-    size = len('{"patients": []}')
-    for p in patients:
-        need = len(json.dumps(p)) + 2  # quoted, and ", " before it
-        if chunk and size + need > NOTIFY_MAX_BYTES:
-            yield chunk
-            chunk, size = [], len('{"patients": []}')
-        chunk.append(p)
-        size += need
-    if chunk:
-        yield chunk

@@ -10,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from ingest.messages import Message
+from ingest.registry import GatewayDirectory, validate
 from ingest.rollups import refresh_rollups
-from ingest.store import GatewayDirectory, Message, Store, validate
+from ingest.store import Store
 from tests.ingest.conftest import add_home, payloads, readings
 from vitalvagt.stack import Stack
 

@@ -14,8 +14,8 @@ import pytest
 from ingest.bounds import PREFIX_BYTES
 from ingest.deadletters import replay
 from ingest.errors import IngestError
+from ingest.messages import Message
 from ingest.service import IngestService
-from ingest.store import Message, notify_chunks
 from tests.ingest.conftest import (
     add_home,
     count_rows,
@@ -26,6 +26,7 @@ from tests.ingest.conftest import (
     wait_for,
 )
 from tests.mqtt import end_session
+from vitalvagt.db.notify import notify_chunks
 from vitalvagt.stack import Stack
 
 pytestmark = pytest.mark.stack

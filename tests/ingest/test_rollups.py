@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from ingest.messages import Accepted, Message
+from ingest.registry import GatewayDirectory, validate
 from ingest.rollups import drop_old_chunks, refresh_rollups
 from ingest.service import IngestService
-from ingest.store import Accepted, GatewayDirectory, Message, Store, validate
+from ingest.store import Store
 from tests.ingest.conftest import add_home, count_rows, gateway_client, payloads, readings, wait_for
 from vitalvagt.observation import Observation
 from vitalvagt.stack import Stack
