@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 
-from vitalvagt.errors import VitalvagtError
 from vitalvagt.settings import Settings
 
 
@@ -48,13 +47,13 @@ def _change(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from alerts.engine import acknowledge, resolve
+    from alerts.errors import AlertNotFound
     from vitalvagt.endpoints import database_url
 
     with psycopg.connect(database_url(settings), autocommit=True) as conn:
         fn = acknowledge if args.alerts_command == "ack" else resolve
         if not fn(conn, args.alert_id, by=args.by, note=args.note):
-            raise VitalvagtError(f"alert {args.alert_id} does not exist or is not in a state that"
-                                 f" allows {args.alerts_command}")  # fmt: skip
+            raise AlertNotFound(args.alert_id, args.alerts_command)
         conn.execute("INSERT INTO audit_log (actor, action, detail) VALUES (%s, %s, %s)",
                      (args.by, f"{args.alerts_command}_alert",
                       json.dumps({"alert": args.alert_id})))  # fmt: skip

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from api.errors import ApiError, NotFound
 from vitalvagt.kinds import KIND_SPECS, Kind
 
 PROBLEM = "application/problem+json"
@@ -45,6 +46,10 @@ def create_app(database_url: str) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_problem(_: Request, exc: HTTPException) -> JSONResponse:
         return _problem(exc.status_code, "request failed", exc.detail)
+
+    @app.exception_handler(ApiError)
+    async def api_problem(_: Request, exc: ApiError) -> JSONResponse:
+        return _problem(exc.status, exc.title, exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def validation_problem(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -75,7 +80,7 @@ def create_app(database_url: str) -> FastAPI:
             (patient_id,),
         )
         if not rows:
-            raise HTTPException(404, f"patient {patient_id!r} is not known")
+            raise NotFound(f"patient {patient_id!r} is not known")
         return rows[0]
 
     @app.get("/healthz")

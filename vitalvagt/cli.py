@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vitalvagt.errors import VitalvagtError
+from vitalvagt.errors import ConfigError, VitalvagtError
 from vitalvagt.logs import setup_logging
 from vitalvagt.settings import Settings, load_settings
 
@@ -301,10 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = load_settings()
-    setup_logging("DEBUG" if args.verbose else settings.log_level)
     try:
+        settings = load_settings()
+        setup_logging("DEBUG" if args.verbose else settings.log_level)
         return int(args.handler(args, settings) or 0)
+    except ConfigError as exc:
+        # A usage error, like argparse's: the operator fixes a setting, nothing is retried.
+        print(f"vitalvagt {args.command}: {exc}", file=sys.stderr)
+        return 2
     except VitalvagtError as exc:
         print(f"vitalvagt {args.command}: {exc}", file=sys.stderr)
         return 1

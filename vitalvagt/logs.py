@@ -6,12 +6,19 @@ import logging
 import sys
 import time
 
+from vitalvagt.errors import ConfigError
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class _UTCFormatter(logging.Formatter):
     converter = time.gmtime
 
 
 def setup_logging(level: str = "INFO") -> None:
+    name = level.strip().upper()
+    if name not in LEVELS:
+        raise ConfigError(f"VV_LOG_LEVEL={level!r} is not a log level (one of {', '.join(LEVELS)})")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         _UTCFormatter(
@@ -20,7 +27,7 @@ def setup_logging(level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(name)
 
 
 class Throttle:

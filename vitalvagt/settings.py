@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from vitalvagt.errors import ConfigError
 
@@ -66,4 +66,19 @@ def local_zone(settings: Settings) -> ZoneInfo:
 
 
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """The settings from the environment; a value that cannot be read is a ``ConfigError``
+    naming each variable and what it must be (never the value, which may be a secret)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors(include_input=False, include_url=False):
+            name = "VV_" + "_".join(str(p) for p in e["loc"]).upper()
+            problems.append(f"{name}: {e['msg']}")
+        raise ConfigError("bad setting: " + "; ".join(problems)) from None
+    except SettingsError as exc:  # a value meant as JSON that is not
+        field_name = str(exc).split('"')[1] if str(exc).count('"') >= 2 else "?"
+        raise ConfigError(
+            f"bad setting: VV_{field_name.upper()}: not valid JSON"
+            ' (an object, e.g. {"vv-ingest": "secret"})'
+        ) from None
