@@ -109,7 +109,8 @@ def write_broker_config(
     import shutil
 
     from vitalvagt.broker import BrokerFiles, mosquitto_conf, write_broker_files
-    from vitalvagt.tls import TlsFiles, ensure_certificates, server_names
+    from vitalvagt.tls import ensure_certificates, server_names
+    from vitalvagt.tls_files import TlsFiles
 
     services_host, services_port = _split_listen(args.services_listen, "--services-listen")
     gateway_host, gateway_port = _split_listen(args.gateway_listen, "--gateway-listen")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vitalvagt.broker import SERVICE_USERS, BrokerFiles
 from vitalvagt.settings import Settings
-from vitalvagt.tls import TlsFiles
+from vitalvagt.tls_files import TlsFiles
 
 DB_NAME = "vitalvagt"
 DB_USER = "vitalvagt"

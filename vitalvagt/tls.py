@@ -13,36 +13,12 @@ import datetime as dt
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
+
+from vitalvagt.tls_files import TlsFiles
 
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest validity clients such as Apple's accept for a server cert
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """The CA's files in ``ca_dir`` (its key stays with the stack's owner) and the server's in
-    ``server_dir`` (the broker's own directory: mosquitto must read the key)."""
-
-    ca_dir: Path
-    server_dir: Path
-
-    @property
-    def ca_key(self) -> Path:
-        return self.ca_dir / "ca.key"
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.ca_dir / "ca.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.server_dir / "server.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.server_dir / "server.crt"
 
 
 def server_names(host: str) -> list[str]:

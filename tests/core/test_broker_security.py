@@ -35,7 +35,8 @@ from vitalvagt.db.gateways import gateway_credential_hashes, provision_gateway
 from vitalvagt.endpoints import mqtt_endpoint
 from vitalvagt.settings import Settings
 from vitalvagt.stack import Stack
-from vitalvagt.tls import TlsFiles, ensure_certificates
+from vitalvagt.tls import ensure_certificates
+from vitalvagt.tls_files import TlsFiles
 
 pytestmark = pytest.mark.stack
 
