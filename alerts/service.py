@@ -15,9 +15,9 @@ import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.engine import check_missed, evaluate
+from vitalvagt.db.connect import DatabaseUnavailable, Outage, connect
 from vitalvagt.db.notify import CHANNEL, patients_of
 from vitalvagt.db.notify import listen as listen_for_readings
-from vitalvagt.retry import DATABASE
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,14 @@ class AlertService:
         self._stop.set()
 
     def _missed(self) -> None:
-        with psycopg.connect(self.database_url) as conn:
-            n = check_missed(conn, hours=self.missed_hours)
+        try:
+            with connect(self.database_url, autocommit=False) as conn:
+                n = check_missed(conn, hours=self.missed_hours)
+        except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+            # The next run comes at its interval; the listener's loop waits out the outage.
+            log.warning("alerts: missed-measurement check skipped, database unavailable: %s",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+            return
         if n:
             log.warning("alerts: %d missed-measurement alerts opened", n)
 
@@ -43,24 +49,23 @@ class AlertService:
         scheduler.add_job(self._missed, "interval", seconds=self.missed_every_s, id="missed",
                           max_instances=1, coalesce=True)  # fmt: skip
         scheduler.start()
-        backoff = DATABASE.backoff()
+        outage = Outage()
         try:
             while not self._stop.is_set():
                 try:
-                    self._listen()
-                except psycopg.OperationalError as exc:
-                    delay = backoff.next_delay()
-                    log.warning("alerts: database unavailable (%s); retrying in %.1fs", exc, delay)
+                    self._listen(outage)
+                except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+                    delay = outage.failed(exc)
+                    log.warning("alerts: database unavailable (%s); retrying in %.1fs",
+                                outage.error, delay)  # fmt: skip
                     self._stop.wait(delay)
         finally:
             scheduler.shutdown(wait=False)
 
-    def _listen(self) -> None:
-        with (
-            psycopg.connect(self.database_url, autocommit=True) as listen,
-            psycopg.connect(self.database_url, autocommit=True) as work,
-        ):
+    def _listen(self, outage: Outage) -> None:
+        with connect(self.database_url) as listen, connect(self.database_url) as work:
             listen_for_readings(listen)
+            outage.recovered()
             everyone = [r[0] for r in work.execute("SELECT id FROM patients WHERE active")]
             if everyone:
                 evaluate(work, everyone)

@@ -1,5 +1,6 @@
 """Ingest's exceptions."""
 
+from vitalvagt.db.connect import DatabaseUnavailable as CoreDatabaseUnavailable
 from vitalvagt.errors import VitalvagtError
 
 
@@ -7,7 +8,7 @@ class IngestError(VitalvagtError):
     """Base of every error ingest raises on purpose."""
 
 
-class DatabaseUnavailable(IngestError):
+class DatabaseUnavailable(IngestError, CoreDatabaseUnavailable):
     """The database refused or dropped the connection; the batch is retried, not lost."""
 
 

@@ -48,8 +48,9 @@ from ingest.messages import Accepted, Decoded, Message, Rejected, decode_message
 from ingest.metrics import Metrics
 from ingest.registry import GatewayDirectory, check_registry
 from ingest.store import Store, WriteResult
+from vitalvagt.db.connect import Outage
 from vitalvagt.logs import Throttle
-from vitalvagt.retry import BROKER_RECONNECT, DATABASE
+from vitalvagt.retry import BROKER_RECONNECT
 from vitalvagt.wire import (
     MAX_RECEIPT_BATCHES,
     Receipt,
@@ -111,8 +112,7 @@ class IngestService:
         self.stored_batches = 0
         # For /healthz: monotonic times, None while all is well.
         self._pending_since: float | None = None  # the batch being stored was received then
-        self._db_down_since: float | None = None
-        self._db_error = ""
+        self._db_outage = Outage()
         self._mqtt_down_since: float | None = time.monotonic()
         # Computed when scraped: the age grows while a batch waits for the database.
         self.metrics.oldest_unacked_s.set_function(self._oldest_unacked_s)
@@ -239,7 +239,6 @@ class IngestService:
     def _store(self, store: Store, outcomes: list[Decoded | Rejected]) -> list[Accepted | Rejected]:
         """Store one batch, waiting out a database outage; returns each message's fate, for
         the receipts. Raises only _Stopping (stop() was called meanwhile)."""
-        backoff = DATABASE.backoff()
         while True:
             t0 = time.perf_counter()
             try:
@@ -263,24 +262,18 @@ class IngestService:
                     result, stored, kept, capped = self._write_one_by_one(store, accepted, rejected)
             except (DatabaseUnavailable, psycopg.OperationalError) as exc:
                 store.close()
-                self._database_down(str(exc))
-                delay = backoff.next_delay()
+                delay = self._db_outage.failed(exc)
                 self.metrics.db_retries.inc()
                 log.warning("ingest batch of %d: %s; retrying in %.1fs", len(outcomes), exc, delay)
                 if self._stop.wait(delay):
                     raise _Stopping from exc
                 continue
-            self._db_down_since = None
+            self._db_outage.recovered()
             self._budget.record(kept)
             self.metrics.record_batch(result, time.perf_counter() - t0, kept)
             self.stored_batches += 1
             self._log_dead_letters(kept, capped)
             return [*stored, *rejected]
-
-    def _database_down(self, error: str) -> None:
-        if self._db_down_since is None:
-            self._db_down_since = time.monotonic()
-        self._db_error = error.splitlines()[0] if error else "unavailable"
 
     def _log_dead_letters(self, kept: list[Rejected], capped: list[Rejected]) -> None:
         for r in kept:
@@ -427,11 +420,11 @@ class IngestService:
             store.conn.execute("SELECT 1")
         except (DatabaseUnavailable, psycopg.Error) as exc:
             store.close()
-            self._database_down(str(exc))
+            self._db_outage.failed(exc)
             log.warning("ingest %s: the database is unreachable: %s", self.config.client_id,
-                        self._db_error)  # fmt: skip
+                        self._db_outage.error)  # fmt: skip
         else:
-            self._db_down_since = None
+            self._db_outage.recovered()
 
     def _oldest_unacked_s(self) -> float:
         since = self._pending_since
@@ -441,11 +434,11 @@ class IngestService:
         """For /healthz: healthy, and each reason it is not (docs/operations.md)."""
         now = time.monotonic()
         oldest = self._oldest_unacked_s()
-        db_down = now - self._db_down_since if self._db_down_since is not None else 0.0
+        db_down = self._db_outage.down_for_s
         mqtt_down = now - self._mqtt_down_since if self._mqtt_down_since is not None else 0.0
         problems = []
         if db_down > HEALTH_DB_DOWN_S:
-            problems.append(f"database unreachable for {db_down:.0f} s: {self._db_error}")
+            problems.append(f"database unreachable for {db_down:.0f} s: {self._db_outage.error}")
         if mqtt_down > HEALTH_MQTT_DOWN_S:
             problems.append(f"broker unreachable for {mqtt_down:.0f} s")
         if oldest > HEALTH_OLDEST_UNACKED_S:
@@ -454,7 +447,7 @@ class IngestService:
             "healthy": not problems,
             "problems": problems,
             "mqtt_connected": self._connected.is_set(),
-            "database_reachable": self._db_down_since is None,
+            "database_reachable": not self._db_outage.down,
             "oldest_unacked_s": round(oldest, 3),
             "batches_stored": self.stored_batches,
         }

@@ -19,6 +19,8 @@ import psycopg
 from ingest.bounds import kept_payload
 from ingest.errors import DatabaseUnavailable, StorageRefused
 from ingest.messages import Accepted, Rejected
+from vitalvagt.db.connect import DatabaseUnavailable as CoreDatabaseUnavailable
+from vitalvagt.db.connect import connect
 from vitalvagt.db.notify import notify_new_readings
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,12 @@ class Store:
         self.close()
 
     def open(self) -> None:
+        # autocommit: every write is an explicit `transaction()` block, never a savepoint
+        # inside an implicit transaction left open by a registry lookup.
         try:
-            # autocommit: every write is an explicit `transaction()` block, never a savepoint
-            # inside an implicit transaction left open by a registry lookup.
-            conn = psycopg.connect(self.database_url, connect_timeout=10, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
-        conn.execute("SET timezone = 'UTC'")  # date_trunc('hour') buckets in UTC
+            conn = connect(self.database_url)
+        except CoreDatabaseUnavailable as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
         conn.execute(
             "CREATE TEMP TABLE obs_stage (LIKE observations INCLUDING DEFAULTS)"
             " ON COMMIT DELETE ROWS"
