@@ -46,8 +46,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 def _change(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
-    from alerts.engine import acknowledge, resolve
     from alerts.errors import AlertNotFound
+    from vitalvagt.db.alert_lifecycle import acknowledge, resolve
     from vitalvagt.endpoints import database_url
 
     with psycopg.connect(database_url(settings), autocommit=True) as conn:

@@ -1,36 +1,58 @@
-"""The alert engine's database work: evaluate patients, keep one active alert per rule.
+"""The alert engine's database work: take ingest's units of work, evaluate each new reading
+once, keep one active alert per (patient, rule) with its history.
 
-The latest reading of each kind is checked against the patient's limits (the patient's own
-if a physician set them, else the group default). A new finding opens an alert; a repeated
-finding updates the active one (the unique index on (patient, rule) for active alerts makes
-a duplicate impossible, even from two engines at once). Missed measurements open a blue
-alert that resolves itself when readings arrive again.
+Ingest writes a row of ``alert_work`` per patient and batch, naming the readings it inserted,
+in the transaction that stores them (vitalvagt/db/migrations/0007_alert_work.sql). The
+engine takes rows in order with ``FOR UPDATE SKIP LOCKED`` (two engines share the work),
+serialises each patient with an advisory lock, evaluates exactly those readings against the
+patient's history (``alerts.live``, the same rules as offline), writes the alerts and their
+transitions, and deletes the rows, all in one transaction: after a crash nothing is missed
+and nothing doubled. A reading that arrived late is evaluated like any other; its alert says
+how late it was.
+
+Missed measurements (blue) are a scheduled sweep (``check_missed``), paused while a patient's
+monitoring is paused, and resolve themselves when readings arrive again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
-from alerts.rules import Limits, Severity, evaluate_reading, limit_message, missed_message
+from alerts.live import Candidate, PatientReadings, candidates
+from alerts.rules import Limits, Severity, missed_message
+from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.kinds import Kind
 
 log = logging.getLogger(__name__)
 
-LOOKBACK = timedelta(days=2)  # only recent readings can open an alert
+HISTORY = timedelta(days=30)  # what the rules see of a patient before the new readings
+WORK_ROWS = 200  # units of work taken per transaction
+LOCK_SPACE = 0x5641  # advisory-lock name space of the engine ("VA"), with hashtext(patient)
+SEVERITY_RANK = {Severity.RED.value: 0, Severity.YELLOW.value: 1, Severity.BLUE.value: 2}
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    opened: int
-    updated: int
+@dataclass
+class WorkResult:
+    units: int = 0
+    readings: int = 0
+    opened: int = 0  # clinical alerts opened
+    updated: int = 0
+    notices: int = 0  # quality notices opened
+    cleared: int = 0
 
 
-def _limits(conn: psycopg.Connection, patient_ids: Sequence[str]) -> dict[tuple[str, str], Limits]:
+def limits_of(
+    conn: psycopg.Connection, patient_ids: Sequence[str]
+) -> dict[tuple[str, str], Limits]:
+    """Each patient's four limits per kind: their own where a physician set them, else the
+    standard set of their group."""
     rows = conn.execute(
         "SELECT p.id, l.kind, l.alert_low, l.warn_low, l.warn_high, l.alert_high, l.patient_id"
         " FROM patients p JOIN alert_limits l ON l.patient_id = p.id"
@@ -44,60 +66,170 @@ def _limits(conn: psycopg.Connection, patient_ids: Sequence[str]) -> dict[tuple[
     return out
 
 
-def evaluate(conn: psycopg.Connection, patient_ids: Sequence[str],
-             *, now: datetime | None = None) -> Evaluation:  # fmt: skip
+def process_work(
+    conn: psycopg.Connection, *, limit: int = WORK_ROWS, now: datetime | None = None
+) -> WorkResult:
+    """Take up to ``limit`` units of work, evaluate them and commit. Returns what it did;
+    ``units == 0`` means there was no work (or all of it is being done by another engine)."""
     now = now or datetime.now(UTC)
-    opened = updated = 0
+    result = WorkResult()
     with conn.transaction():
-        # Readings arrived: a missed-measurement alert is over.
-        conn.execute(
-            "UPDATE alerts SET state = 'resolved', resolved_at = now(), resolved_by = 'engine'"
-            " WHERE rule = 'missed' AND state <> 'resolved' AND patient_id = ANY(%s)"
-            " AND EXISTS (SELECT 1 FROM observations o WHERE o.patient_id = alerts.patient_id"
-            " AND o.measured_at > coalesce(alerts.measured_at, '-infinity'))",
-            (list(patient_ids),),
-        )
-        limits = _limits(conn, patient_ids)
-        latest = conn.execute(
-            "SELECT DISTINCT ON (o.patient_id, o.kind) o.patient_id, p.team_id, o.kind, o.value,"
-            " o.id, o.measured_at, o.flags FROM observations o JOIN patients p"
-            " ON p.id = o.patient_id WHERE o.patient_id = ANY(%s) AND p.active"
-            " AND o.measured_at > %s ORDER BY o.patient_id, o.kind, o.measured_at DESC",
-            (list(patient_ids), now - LOOKBACK),
+        rows = conn.execute(
+            "SELECT id, patient_id, observation_ids, measured_from, measured_to FROM alert_work"
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
         ).fetchall()
-        for pid, team, kind, value, obs_id, measured_at, flags in latest:
-            lim = limits.get((pid, kind))
-            finding = lim and evaluate_reading(Kind(kind), value, flags, lim)
-            if not finding:
-                continue
-            message = limit_message(Kind(kind), value, finding, measured_at)
-            row = conn.execute(
-                "INSERT INTO alerts (patient_id, team_id, rule, severity, kind, value,"
-                " observation_id, measured_at, message) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (patient_id, rule) WHERE state <> 'resolved' DO UPDATE SET"
-                " severity = CASE WHEN EXCLUDED.severity = 'red' THEN 'red'"
-                "   ELSE alerts.severity END,"
-                " trigger_count = alerts.trigger_count"
-                "   + (alerts.observation_id IS DISTINCT FROM EXCLUDED.observation_id)::int,"
-                " last_triggered_at = now(), value = EXCLUDED.value,"
-                " observation_id = EXCLUDED.observation_id, measured_at = EXCLUDED.measured_at,"
-                " message = EXCLUDED.message"
-                " RETURNING id, (xmax = 0) AS inserted",
-                (pid, team, f"limit:{kind}", finding.severity.value, kind, value, obs_id,
-                 measured_at, message),
-            ).fetchone()  # fmt: skip
-            if row[1]:
-                opened += 1
-                log.warning(
-                    "patient %s: alert %d opened (%s %s)", pid, row[0], finding.severity, kind
-                )
-            else:
-                updated += 1
-    return Evaluation(opened, updated)
+        if not rows:
+            return result
+        work: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            work.setdefault(row[1], []).append(row)
+        for patient_id in sorted(work):  # one order for every engine: no deadlock
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, patient_id))
+            _evaluate_patient(conn, patient_id, work[patient_id], now, result)
+        conn.execute("DELETE FROM alert_work WHERE id = ANY(%s)", ([r[0] for r in rows],))
+        result.units = len(rows)
+    return result
+
+
+def drain(conn: psycopg.Connection, *, now: datetime | None = None) -> WorkResult:
+    """Process work until none is left (catching up after a restart)."""
+    total = WorkResult()
+    while True:
+        r = process_work(conn, now=now)
+        if r.units == 0:
+            return total
+        for name in ("units", "readings", "opened", "updated", "notices", "cleared"):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+
+
+def _evaluate_patient(
+    conn: psycopg.Connection,
+    patient_id: str,
+    units: list[tuple[Any, ...]],
+    now: datetime,
+    result: WorkResult,
+) -> None:
+    patient = conn.execute(
+        "SELECT team_id, patient_group::text, active FROM patients WHERE id = %s", (patient_id,)
+    ).fetchone()
+    if patient is None or not patient[2]:
+        return  # deactivated meanwhile: its readings are stored, nobody is to be alerted
+    team_id = patient[0]
+    ids = [i for u in units for i in u[2]]
+    frm, to = min(u[3] for u in units), max(u[4] for u in units)
+    history = conn.execute(
+        "SELECT id, measured_at, ingested_at, kind, value, flags FROM observations"
+        " WHERE patient_id = %s AND measured_at >= %s AND measured_at <= %s"
+        " ORDER BY measured_at, id",
+        (patient_id, frm - HISTORY, to),
+    ).fetchall()
+    readings = PatientReadings.from_rows(history, new_ids=set(ids))
+    result.readings += int(readings.new.sum())
+    limits = {Kind(k): v for (_, k), v in limits_of(conn, [patient_id]).items()}
+    for candidate in candidates(readings, limits):
+        _apply(conn, patient_id, team_id, candidate, now, result)
+    _clear_recovered(conn, patient_id, readings, limits, result)
+    missed = conn.execute(
+        "SELECT id FROM alerts WHERE patient_id = %s AND rule = 'missed' AND state <> 'resolved'",
+        (patient_id,),
+    ).fetchone()
+    if missed and readings.new.any():
+        lifecycle.resolve(conn, missed[0], by=lifecycle.ENGINE, note="readings arrived again")
+        result.cleared += 1
+
+
+def _late_note(late_s: float) -> str:
+    hours = late_s / 3600
+    if hours < 1:
+        return ""
+    span = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
+    return f" Arrived {span} after it was measured."
+
+
+def _apply(
+    conn: psycopg.Connection,
+    patient_id: str,
+    team_id: str,
+    c: Candidate,
+    now: datetime,
+    result: WorkResult,
+) -> None:
+    message = c.message + _late_note(c.late_s)
+    active = conn.execute(
+        "SELECT id, severity, state::text, measured_at FROM alerts WHERE patient_id = %s"
+        " AND rule = %s AND state <> 'resolved' FOR UPDATE",
+        (patient_id, c.rule),
+    ).fetchone()
+    if active is None:
+        alert_id = conn.execute(
+            "INSERT INTO alerts (patient_id, team_id, rule, rule_version, category, severity,"
+            " kind, value, observation_id, measured_at, message, late_s, details)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (patient_id, team_id, c.rule, c.version, c.category, c.severity.value,
+             c.kind.value if c.kind else None, c.value, c.observation_id, c.measured_at,
+             message, c.late_s, json.dumps(c.details)),
+        ).fetchone()[0]  # fmt: skip
+        lifecycle.record(conn, alert_id, None, "open", by=lifecycle.ENGINE, reason="opened")
+        if c.category == "quality":
+            result.notices += 1
+        else:
+            result.opened += 1
+        log.warning("patient %s: alert %d opened (%s %s)", patient_id, alert_id, c.severity,
+                    c.rule)  # fmt: skip
+        return
+    alert_id, severity, state, measured_at = active
+    raised = SEVERITY_RANK[c.severity.value] < SEVERITY_RANK[severity]
+    newer = measured_at is None or c.measured_at >= measured_at
+    conn.execute(
+        "UPDATE alerts SET trigger_count = trigger_count + 1, last_triggered_at = now(),"
+        " severity = %s, value = CASE WHEN %s THEN %s ELSE value END,"
+        " observation_id = CASE WHEN %s THEN %s ELSE observation_id END,"
+        " measured_at = CASE WHEN %s THEN %s ELSE measured_at END,"
+        " message = CASE WHEN %s THEN %s ELSE message END,"
+        " late_s = CASE WHEN %s THEN %s ELSE late_s END WHERE id = %s",
+        (c.severity.value if raised else severity, newer or raised, c.value,
+         newer or raised, c.observation_id, newer or raised, c.measured_at,
+         newer or raised, message, newer or raised, c.late_s, alert_id),
+    )  # fmt: skip
+    if raised:
+        # Severity rises while open; a snoozed alert stays snoozed (its time is respected).
+        note = f"{severity} -> {c.severity.value}"
+        lifecycle.record(
+            conn, alert_id, state, state, by=lifecycle.ENGINE, reason="severity_raised", note=note
+        )
+    result.updated += 1
+
+
+def _clear_recovered(
+    conn: psycopg.Connection,
+    patient_id: str,
+    readings: PatientReadings,
+    limits: dict[Kind, Limits],
+    result: WorkResult,
+) -> None:
+    """A limit alert nobody has acknowledged clears itself when the kind's last
+    ``CLEAR_AFTER`` reliable readings, all measured after the alert's and arrived after it
+    opened, are inside the limits (docs/clinical-rules.md)."""
+    rows = conn.execute(
+        # Not one opened in this transaction (now() is its start): an alert stays open at
+        # least until readings arrive after it, so a bad reading in a backlog is seen.
+        "SELECT id, kind, measured_at FROM alerts WHERE patient_id = %s AND state = 'open'"
+        " AND rule LIKE 'limit:%%' AND opened_at < now()",
+        (patient_id,),
+    ).fetchall()
+    for alert_id, kind, measured_at in rows:
+        if kind is None or Kind(kind) not in limits:
+            continue
+        if readings.recovered(Kind(kind), limits[Kind(kind)], after=measured_at):
+            lifecycle.resolve(conn, alert_id, by=lifecycle.ENGINE,
+                              note="cleared: back inside the limits")  # fmt: skip
+            result.cleared += 1
 
 
 def check_missed(conn: psycopg.Connection, *, hours: float, now: datetime | None = None) -> int:
-    """Open a blue alert for active patients with a gateway but no reading for ``hours``."""
+    """Open a blue alert for active patients with a gateway but no reading for ``hours``,
+    unless their monitoring is paused (an admission, a holiday)."""
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(hours=hours)
     opened = 0
@@ -106,36 +238,22 @@ def check_missed(conn: psycopg.Connection, *, hours: float, now: datetime | None
             "SELECT p.id, p.team_id, (SELECT max(measured_at) FROM observations o"
             "  WHERE o.patient_id = p.id AND o.measured_at > %s - interval '90 days') AS last"
             " FROM patients p JOIN gateways g ON g.patient_id = p.id AND g.active"
-            " WHERE p.active AND g.created_at < %s",
-            (now, cutoff),
+            " WHERE p.active AND g.created_at < %s"
+            " AND (p.paused_until IS NULL OR p.paused_until <= %s)",
+            (now, cutoff, now),
         ).fetchall()
         for pid, team, last in rows:
             if last is not None and last >= cutoff:
                 continue
             silent = (now - last).total_seconds() / 3600 if last else hours
-            cur = conn.execute(
-                "INSERT INTO alerts (patient_id, team_id, rule, severity, measured_at, message)"
-                " VALUES (%s, %s, 'missed', %s, %s, %s)"
-                " ON CONFLICT (patient_id, rule) WHERE state <> 'resolved' DO NOTHING",
+            row = conn.execute(
+                "INSERT INTO alerts (patient_id, team_id, rule, category, severity, measured_at,"
+                " message) VALUES (%s, %s, 'missed', 'missed', %s, %s, %s)"
+                " ON CONFLICT (patient_id, rule) WHERE state <> 'resolved' DO NOTHING"
+                " RETURNING id",
                 (pid, team, Severity.BLUE.value, last, missed_message(silent, last)),
-            )
-            opened += cur.rowcount
+            ).fetchone()
+            if row:
+                lifecycle.record(conn, row[0], None, "open", by=lifecycle.ENGINE, reason="opened")
+                opened += 1
     return opened
-
-
-def acknowledge(conn: psycopg.Connection, alert_id: int, *, by: str, note: str | None) -> bool:
-    cur = conn.execute(
-        "UPDATE alerts SET state = 'acknowledged', acknowledged_by = %s, acknowledged_at = now(),"
-        " note = %s WHERE id = %s AND state = 'open'",
-        (by, note, alert_id),
-    )
-    return cur.rowcount == 1
-
-
-def resolve(conn: psycopg.Connection, alert_id: int, *, by: str, note: str | None) -> bool:
-    cur = conn.execute(
-        "UPDATE alerts SET state = 'resolved', resolved_by = %s, resolved_at = now(),"
-        " note = coalesce(%s, note) WHERE id = %s AND state <> 'resolved'",
-        (by, note, alert_id),
-    )
-    return cur.rowcount == 1

@@ -1,25 +1,32 @@
-"""`vitalvagt alerts run`: evaluate patients when ingest NOTIFYs, and check missed readings.
+"""`vitalvagt alerts run`: take ingest's units of work as they come, and run the sweeps.
 
-Ingest sends a NOTIFY with the affected patients after each commit (vitalvagt/db/notify.py);
-this service LISTENs and evaluates exactly those patients. Missed measurements are a
-periodic apscheduler job. At start every active patient is evaluated once, so nothing that arrived
-while the engine was down is missed.
+Ingest records a unit of work with the readings it stores and sends a NOTIFY after the
+commit (vitalvagt/db/notify.py); the NOTIFY only wakes this service, which then takes work
+until none is left (alerts/engine.py). It also looks for work every ``POLL_S`` without one,
+and at start it first drains what piled up while it was down: a lost NOTIFY delays an alert
+by at most ``POLL_S``, never loses it. The sweeps are apscheduler jobs: missed measurements
+and snoozes that have run out.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from alerts.engine import check_missed, evaluate
+from alerts.engine import WorkResult, check_missed, drain
+from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.db.connect import DatabaseUnavailable, Outage, connect
-from vitalvagt.db.notify import CHANNEL, patients_of
+from vitalvagt.db.notify import CHANNEL
 from vitalvagt.db.notify import listen as listen_for_readings
 
 log = logging.getLogger(__name__)
+
+POLL_S = 1.0  # look for work this often even without a NOTIFY
+SNOOZE_SWEEP_S = 15.0  # a snooze ends at most this late
 
 
 class AlertService:
@@ -48,6 +55,8 @@ class AlertService:
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(self._missed, "interval", seconds=self.missed_every_s, id="missed",
                           max_instances=1, coalesce=True)  # fmt: skip
+        scheduler.add_job(self._snoozes, "interval", seconds=SNOOZE_SWEEP_S, id="snoozes",
+                          max_instances=1, coalesce=True)  # fmt: skip
         scheduler.start()
         outage = Outage()
         try:
@@ -62,19 +71,30 @@ class AlertService:
         finally:
             scheduler.shutdown(wait=False)
 
+    def _snoozes(self) -> None:
+        try:
+            with connect(self.database_url) as conn:
+                n = lifecycle.end_snoozes(conn, now=datetime.now(UTC))
+        except (DatabaseUnavailable, psycopg.OperationalError):
+            return  # the next sweep comes; the listener's loop logs the outage
+        if n:
+            log.info("alerts: %d snoozed alerts open again", n)
+
     def _listen(self, outage: Outage) -> None:
         with connect(self.database_url) as listen, connect(self.database_url) as work:
             listen_for_readings(listen)
             outage.recovered()
-            everyone = [r[0] for r in work.execute("SELECT id FROM patients WHERE active")]
-            if everyone:
-                evaluate(work, everyone)
+            self._report(drain(work), "caught up")
             log.info("alerts: listening on %s", CHANNEL)
             while not self._stop.is_set():
-                patients: set[str] = set()
-                for note in listen.notifies(timeout=1.0, stop_after=100):
-                    patients.update(patients_of(note.payload))
-                if patients:
-                    result = evaluate(work, sorted(patients))
-                    if result.opened or result.updated:
-                        log.info("alerts: %d opened, %d updated", result.opened, result.updated)
+                # Woken by a NOTIFY, or every POLL_S: the work rows are the record.
+                for _ in listen.notifies(timeout=POLL_S, stop_after=1):
+                    pass
+                self._report(drain(work), "evaluated")
+
+    @staticmethod
+    def _report(result: WorkResult, what: str) -> None:
+        if result.units:
+            log.info("alerts: %s %d readings (%d units): %d opened, %d updated, %d notices,"
+                     " %d cleared", what, result.readings, result.units, result.opened,
+                     result.updated, result.notices, result.cleared)  # fmt: skip

@@ -1,9 +1,11 @@
-"""Validation against the hub's registry, and the one transaction that stores a batch.
+"""The one transaction that stores a batch.
 
-A batch of MQTT messages becomes: observations (COPY into a staging table, then one INSERT
-... ON CONFLICT DO NOTHING so a redelivered reading is stored once), dead letters for the
-messages that failed, device and gateway last-seen times, the roll-up buckets it touched,
-and a NOTIFY with the affected patients, all committed together. Only after the commit are
+A batch of MQTT messages becomes: observations (COPY straight into the hypertable, or when a
+reading is already stored through a staging table and INSERT ... ON CONFLICT DO NOTHING, so
+a redelivered reading is stored once), dead letters for the messages that failed, device and
+gateway last-seen times, the roll-up buckets it touched, the alert engine's unit of work
+(the readings inserted, per patient) and a NOTIFY that wakes the engine, all committed
+together. Only after the commit are
 the messages acknowledged to the broker (service.py).
 """
 
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -133,21 +136,19 @@ class Store:
                     # COPY fail on the primary key; then the staging path skips what is stored.
                     with conn.transaction():
                         self._copy(cur, "observations", rows)
-                    touched = {(r[3], r[6], r[1].replace(minute=0, second=0, microsecond=0))
-                               for r in rows}  # fmt: skip
-                    result.inserted = total
+                    inserted = [(r[0], r[1], r[3], r[6]) for r in rows]
                 except psycopg.errors.UniqueViolation:
                     self._copy(cur, "obs_stage", rows)
                     cur.execute(
                         f"INSERT INTO observations ({COLUMNS}) SELECT {COLUMNS} FROM obs_stage"
-                        " ON CONFLICT DO NOTHING"
-                        " RETURNING patient_id, kind, date_trunc('hour', measured_at)"
+                        " ON CONFLICT DO NOTHING RETURNING id, measured_at, patient_id, kind"
                     )
-                    touched = set(cur.fetchall())
-                    result.inserted = cur.rowcount
+                    inserted = cur.fetchall()
+                result.inserted = len(inserted)
                 result.duplicates = total - result.inserted
-                result.patients = {t[0] for t in touched}
-                self._mark_dirty(cur, touched)
+                result.patients = {r[2] for r in inserted}
+                self._mark_dirty(cur, {(r[2], r[3], _hour(r[1])) for r in inserted})
+                self._add_alert_work(cur, inserted)
                 self._seen(cur, accepted)
             if rejected:
                 rows_dl = []
@@ -183,6 +184,21 @@ class Store:
         return result
 
     @staticmethod
+    def _add_alert_work(cur: psycopg.Cursor, inserted: list[tuple[Any, ...]]) -> None:
+        """The engine's unit of work: per patient, the readings this batch inserted
+        (vitalvagt/db/migrations/0007_alert_work.sql). Duplicates are not new work."""
+        by_patient: dict[str, list[tuple[Any, ...]]] = {}
+        for r in inserted:
+            by_patient.setdefault(r[2], []).append(r)
+        if by_patient:
+            cur.executemany(
+                "INSERT INTO alert_work (patient_id, observation_ids, measured_from,"
+                " measured_to) VALUES (%s, %s, %s, %s)",
+                [(pid, [r[0] for r in rs], min(r[1] for r in rs), max(r[1] for r in rs))
+                 for pid, rs in by_patient.items()],
+            )  # fmt: skip
+
+    @staticmethod
     def _mark_dirty(cur: psycopg.Cursor, touched: Iterable[tuple[object, ...]]) -> None:
         rows = list(touched)
         if rows:
@@ -213,6 +229,10 @@ class Store:
             "UPDATE gateways SET last_seen_at = greatest(last_seen_at, %s) WHERE id = %s",
             [(at, gw) for gw, at in sorted(gateways.items())],
         )
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def pg_text(text: str) -> str:
