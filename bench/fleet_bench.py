@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest_bench import free_port, start_ingest  # noqa: E402
-from simulator.cohort import CohortSpec, GroupChoice, write_cohort  # noqa: E402
+from simulator.cohort import CohortSpec, write_cohort  # noqa: E402
+from simulator.cohort_format import GroupChoice  # noqa: E402
 from simulator.fleet_run import run_fleet  # noqa: E402
 from vitalvagt.settings import Settings  # noqa: E402
 from vitalvagt.stack import Stack  # noqa: E402

@@ -17,7 +17,7 @@ ports, provisions a gateway, and stops and deletes everything at the end.
 (b) Memory: the gateway process (`vitalvagt gateway run`) with five emulated devices
     connected and measuring every second. The devices run in this process and reach the
     gateway's bumble central over TCP HCI, so the child's RSS (VmRSS from /proc) is the
-    gateway alone. For comparison: `vitalvagt gateway run --emulated` (gateway, devices and
+    gateway alone. For comparison: `vitalvagt simulate home` (gateway, devices and
     their controllers in one process), and a process that only imports the gateway's modules.
 
 No assertions on time or memory: this prints figures with their conditions.
@@ -52,9 +52,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.cli import measure_round, pair_emulated
 from gateway.outbox import Outbox
 from gateway.publisher import BrokerConfig, Publisher, batch_payload
+from simulator.emulated_home import measure_round, pair_emulated
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import DeviceRef, Observation
@@ -348,11 +348,12 @@ async def stop(proc: asyncio.subprocess.Process) -> str:
 
 
 async def bench_memory_split(env: dict[str, str], work: Path, seconds: float) -> None:
-    from simulator.ble_devices import Home, standard_devices
+    from simulator.ble_devices import standard_devices
+    from simulator.ble_home import EmulatedHome
 
     zone = ZoneInfo("Europe/Copenhagen")
     gw_dir = work / "gw-rss"
-    async with Home(standard_devices()) as home:
+    async with EmulatedHome(standard_devices()) as home:
         spec = await home.link.serve_hci_tcp()
         pair_emulated(Settings(gateway_dir=gw_dir), home)
         proc = await asyncio.create_subprocess_exec(
@@ -403,9 +404,8 @@ async def bench_memory_emulated(env: dict[str, str], work: Path, seconds: float)
         sys.executable,
         "-m",
         "vitalvagt.cli",
-        "gateway",
-        "run",
-        "--emulated",
+        "simulate",
+        "home",
         "--measure-every-s",
         "1",
         cwd=ROOT,
@@ -418,7 +418,7 @@ async def bench_memory_emulated(env: dict[str, str], work: Path, seconds: float)
     finally:
         out = await stop(proc)
     print(
-        f"  `gateway run --emulated` (gateway + 5 emulated devices in one process): peak "
+        f"  `simulate home` (gateway + 5 emulated devices in one process): peak "
         f"{peak / 1024:.1f} MB, last {last / 1024:.1f} MB over {seconds:g} s"
     )
     tail = [line for line in out.splitlines() if "stopping" in line]
@@ -430,7 +430,7 @@ def bench_memory_imports() -> None:
     rss = "print([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1])"
     for what, modules in (
         ("native transport (no bumble)", "gateway.app, gateway.ble, bleak, paho.mqtt.client"),
-        ("bumble transport", "gateway.app, gateway.ble, gateway.ble_bumble"),
+        ("bumble transport", "gateway.app, gateway.ble, simulator.bumble_backend"),
     ):
         code = f"import {modules}\n{rss}"
         out = subprocess.run(

@@ -4,7 +4,7 @@
 
 - ``Outbox`` (the segment log in ``outbox/``), ``PairingList`` (``pairing.db``) and ``Notices``
   (``notices.db``) in the gateway directory;
-- the bleak backends for ``VV_BLE_TRANSPORT`` (bumble only when asked for);
+- the bleak backends for ``VV_BLE_TRANSPORT`` (a backend plugin only when it names one);
 - ``Publisher`` on the broker of ``vitalvagt.endpoints.mqtt_endpoint(settings, gateway_id)``;
 - ``BleManager``, whose readings wake the publisher.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
+import signal
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from gateway.ble import Backends, BleManager, ble_backends
-from gateway.errors import GatewayError
+from gateway.ble import BleManager
+from gateway.ble_connect import Backends, ble_backends
+from gateway.errors import GatewaySettingError
 from gateway.outbox import Outbox
 from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
 from gateway.publisher import BrokerConfig, Publisher, ReceivedByHub
@@ -53,7 +54,7 @@ def broker_config(settings: Settings) -> BrokerConfig:
     from vitalvagt.endpoints import mqtt_endpoint
 
     if not settings.gateway_id:
-        raise GatewayError(
+        raise GatewaySettingError(
             "VV_GATEWAY_ID is not set: the gateway needs its id (also its MQTT user); "
             "`vitalvagt admin add-gateway ID` provisions one"
         )
@@ -83,10 +84,7 @@ class Notices(SqliteFile):
     what = "notices"
 
     def open(self) -> Notices:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(
+        self._connect(
             """
             CREATE TABLE IF NOT EXISTS notices (
                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -108,7 +106,6 @@ class Notices(SqliteFile):
             );
             """
         )
-        self._db = db
         return self
 
     def first_time(self, command_id: uuid.UUID) -> bool:
@@ -248,6 +245,46 @@ class GatewayApp:
 
     def stop(self) -> None:
         self._closed.set()
+
+    async def run_until_stopped(self, *, duration_s: float | None = None) -> None:
+        """Run until SIGINT or SIGTERM (a service manager's stop), ``stop`` or ``duration_s``.
+
+        The signals only end the wait: leaving the ``async with`` then closes everything in
+        order, the outbox last.
+        """
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.stop)
+                handled.append(signum)
+        try:
+            if duration_s is None:
+                await self.wait_closed()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait_closed(), duration_s)
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+    def running_summary(self) -> str:
+        """One line for the operator once the gateway runs."""
+        return (
+            f"gateway {self.gateway_id} running: {len(self.pairing.devices())} devices, "
+            f"broker {self.broker.host}:{self.broker.port}, data in {self.dir}"
+        )
+
+    def stopping_summary(self) -> str:
+        """One line for the operator before the gateway closes: what it stored and sent."""
+        stats = self.ble.stats().values()
+        return (
+            f"gateway {self.gateway_id} stopping: {sum(s.readings for s in stats)} readings "
+            f"({sum(s.observations for s in stats)} observations) stored, "
+            f"{self.publisher.acked_readings} observations acknowledged by the broker, "
+            f"{self.outbox.stats().pending} pending, {self.ble.decode_errors} undecodable, "
+            f"{sum(s.duplicates for s in stats)} duplicates ignored"
+        )
 
     # --- commands from the hub (on the event loop) ------------------------------------------
     def handle_command(self, command: Command) -> None:

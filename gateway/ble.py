@@ -11,8 +11,9 @@ One supervised task per paired device (``BleManager``):
    device clock through Current Time 0x2A2B when present, then subscribe to every
    measurement characteristic the gateway can decode (indications and notifications);
 4. on each value: decode with the device's profile, build the observations, write them to
-   the outbox (durably, inside the callback, so that on bumble the indication is confirmed
-   only after the fsync) and wake the publisher;
+   the outbox (durably, inside the callback, so that the indication is confirmed only after
+   the fsync where the backend confirms on return, as the emulated one does) and wake the
+   publisher;
 5. wait for the link to drop, then back to 1. Failures back off with ``vitalvagt.retry.Backoff``.
 
 Nothing a device sends stops the gateway: an undecodable value is logged with the device
@@ -28,8 +29,10 @@ repeats the last indicated value of the previous link within ``REDELIVERY_WINDOW
 earlier receive time.
 
 Only bleak's public API is used (``BleakScanner``/``BleakClient`` with ``backend=``), so the
-same code runs on BlueZ, Android and the bumble emulation; ``gateway.ble_bumble`` is imported
-only when ``VV_BLE_TRANSPORT`` asks for bumble.
+same code runs on BlueZ, Android and an emulated backend selected by ``VV_BLE_TRANSPORT``
+(gateway/ble_connect.py). Around the manager: gateway/readings.py turns decoded values into
+observations, gateway/ble_connect.py connects and picks the backends, and
+gateway/ble_watcher.py shares one scan between the device tasks.
 """
 
 from __future__ import annotations
@@ -38,289 +41,51 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import struct
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
-from typing import Any, Self
+from typing import Self
 
-from bleak import BleakClient, BleakScanner
+from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
-from bleak.backends.client import BaseBleakClient
-from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
-from bleak_retry_connector import BLEAK_SAFETY_TIMEOUT, establish_connection
 
-from gateway.decoders import DECODERS, DecodedReading, normalize_uuid
+from gateway.ble_connect import (
+    CONNECT_ATTEMPTS,
+    Backends,
+    connect,
+    disconnect,
+    read_device_information,
+)
+from gateway.ble_watcher import AdvertisementWatcher
+from gateway.decoded import DecodedReading
+from gateway.decoders import DECODERS, normalize_uuid
 from gateway.decoding import decode
 from gateway.errors import DecodeError, GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import PairedDevice, PairingList, normalize_address
-from vitalvagt.observation import DeviceRef, Observation, TimeSource
+from gateway.profiles import PROFILES
+from gateway.readings import current_time_value, to_observations
+from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.quality import Flag
 from vitalvagt.retry import BLE_DEVICE, Backoff
-from vitalvagt.wire import MAX_FUTURE
 
 log = logging.getLogger(__name__)
 
-Backends = tuple[type[BaseBleakScanner] | None, type[BaseBleakClient] | None]
-
-DEVICE_INFORMATION = {
-    "manufacturer": normalize_uuid_16(0x2A29),
-    "model": normalize_uuid_16(0x2A24),
-    "serial": normalize_uuid_16(0x2A25),
-    "firmware": normalize_uuid_16(0x2A26),
-}
 BATTERY_LEVEL = normalize_uuid_16(0x2A19)
 CURRENT_TIME = normalize_uuid_16(0x2A2B)
-# Current Time adjust reason: bit 1, "external reference time update" (the tablet's NTP clock).
-CURRENT_TIME_ADJUST_REASON = 0x02
-
-# A device clock further ahead than this would be refused by the hub (wire.MAX_FUTURE, with
-# room for the tablet's own clock error); one further behind was never set or was reset.
-CLOCK_AHEAD_LIMIT = MAX_FUTURE / 2
-CLOCK_BEHIND_LIMIT = timedelta(days=366)
 REDELIVERY_WINDOW = timedelta(seconds=60)
 RECENT_IDS = 4096
-CONNECT_ATTEMPTS = 2
 SETUP_TIMEOUT_S = 60.0  # reading info, setting the clock and subscribing, on a slow link
-DISCONNECT_TIMEOUT_S = 10.0
 SEEN_WRITE_INTERVAL = timedelta(minutes=1)
-INFO_TEXT_MAX = 128  # DeviceRef's limit for model and serial
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------- pure parts
-
-
-def current_time_value(now: datetime, zone: tzinfo) -> bytes:
-    """Current Time 0x2A2B: Exact Time 256 in the devices' zone plus the adjust reason."""
-    local = now.astimezone(zone)
-    return struct.pack(
-        "<HBBBBBBBB",
-        local.year,
-        local.month,
-        local.day,
-        local.hour,
-        local.minute,
-        local.second,
-        local.isoweekday(),  # 1 Monday .. 7 Sunday, as the specification numbers them
-        local.microsecond * 256 // 1_000_000,
-        CURRENT_TIME_ADJUST_REASON,
-    )
-
-
-def device_time_to_utc(device_time: datetime, zone: tzinfo) -> datetime:
-    """A device's naive local time in ``zone`` as UTC.
-
-    In the autumn hour that occurs twice the first occurrence is taken (fold=0; the device
-    cannot say which); a spring time that does not exist is read with the offset before the
-    change, as zoneinfo does.
-    """
-    return device_time.replace(tzinfo=zone).astimezone(UTC)
-
-
-def to_observations(
-    reading: DecodedReading,
-    *,
-    gateway_id: str,
-    device: DeviceRef,
-    zone: tzinfo,
-    received_at: datetime,
-    user_id: int | None = None,
-    reading_id: uuid.UUID | None = None,
-    fallback_time: datetime | None = None,
-) -> list[Observation]:
-    """The observations of one decoded reading; its parts share one ``reading_id``.
-
-    Time: the device's clock in ``zone``, converted to UTC. Without a device time the
-    gateway's receive time (or ``fallback_time``, the receive time of an earlier copy) is
-    used with ``TimeSource.GATEWAY`` and ``Flag.DEVICE_TIME_MISSING``; a device time too far
-    ahead or behind the gateway's clock is replaced the same way with
-    ``Flag.DEVICE_CLOCK_CORRECTED``. A reading from another user slot than the patient's
-    (``user_id``) gets ``Flag.OTHER_USER``.
-    """
-    extra: list[Flag] = []
-    source = TimeSource.DEVICE
-    gateway_time = fallback_time or received_at
-    if reading.device_time is None:
-        measured_at, source = gateway_time, TimeSource.GATEWAY
-        extra.append(Flag.DEVICE_TIME_MISSING)
-    else:
-        measured_at = device_time_to_utc(reading.device_time, zone)
-        offset = measured_at - received_at
-        if offset > CLOCK_AHEAD_LIMIT or -offset > CLOCK_BEHIND_LIMIT:
-            measured_at, source = gateway_time, TimeSource.GATEWAY
-            extra.append(Flag.DEVICE_CLOCK_CORRECTED)
-    if user_id is not None and reading.user_id is not None and reading.user_id != user_id:
-        extra.append(Flag.OTHER_USER)
-    shared = reading_id or uuid.uuid4()
-    return [
-        Observation.create(
-            gateway_id=gateway_id,
-            kind=m.kind,
-            value=m.value,
-            unit=m.unit,
-            measured_at=measured_at,
-            received_at=received_at,
-            device=device,
-            flags=(*m.flags, *extra),
-            time_source=source,
-            reading_id=shared,
-            body_site=m.body_site,
-        )
-        for m in reading.measurements
-    ]
-
-
-# --------------------------------------------------------------------------- connection
-
-
-async def read_device_information(client: BleakClient) -> dict[str, str | None]:
-    """Manufacturer, model, serial and firmware from Device Information (None if absent)."""
-    info: dict[str, str | None] = {}
-    for name, char_uuid in DEVICE_INFORMATION.items():
-        info[name] = None
-        if client.services.get_characteristic(char_uuid) is None:
-            continue
-        try:
-            raw = await client.read_gatt_char(char_uuid)
-        except BleakError as exc:
-            log.warning("%s: device information %s unreadable: %s", client.address, name, exc)
-            continue
-        text = bytes(raw).split(b"\x00", 1)[0].decode("utf-8", errors="replace").strip()
-        info[name] = text[:INFO_TEXT_MAX] or None
-    return info
-
-
-async def connect(
-    ble_device: BLEDevice,
-    client_backend: type[BaseBleakClient] | None,
-    *,
-    name: str | None = None,
-    pair: bool = False,
-    disconnected_callback: Callable[[BleakClient], None] | None = None,
-    attempts: int = CONNECT_ATTEMPTS,
-) -> BleakClient:
-    """A new connected client (bleak-retry-connector), bonding first when ``pair``."""
-    kwargs: dict[str, Any] = {}
-    if client_backend is not None:
-        kwargs["backend"] = client_backend
-    if pair:
-        kwargs["pair"] = True
-    # establish_connection has its own per-attempt time-outs; this one only guards against
-    # a wait that never ends.
-    async with asyncio.timeout(attempts * BLEAK_SAFETY_TIMEOUT + 30):
-        return await establish_connection(
-            BleakClient,
-            ble_device,
-            name or ble_device.address,
-            disconnected_callback=disconnected_callback,
-            max_attempts=attempts,
-            **kwargs,
-        )
-
-
-# --------------------------------------------------------------------------- backends
-
-
-async def _disconnect(client: BleakClient) -> None:
-    if client.is_connected:
-        with contextlib.suppress(BleakError, GatewayError, TimeoutError):
-            async with asyncio.timeout(DISCONNECT_TIMEOUT_S):
-                await client.disconnect()
-
-
-@contextlib.asynccontextmanager
-async def ble_backends(transport: str) -> AsyncIterator[Backends]:
-    """bleak backends for ``VV_BLE_TRANSPORT``: ``native`` is bleak's own (BlueZ, Android)."""
-    if transport.strip().lower() == "native":
-        yield None, None
-        return
-    # Imported here: a tablet without bumble installed never needs it.
-    from gateway.ble_bumble import open_backends
-
-    async with open_backends(transport) as backends:
-        yield backends
-
-
-class AdvertisementWatcher:
-    """One scan shared by every device task; it runs only while some task needs it.
-
-    A task needs it from when it starts waiting for its device until it has connected:
-    bumble resolves a bonded peer's address from advertisements while connecting, and
-    BlueZ and Android connect faster to a device the scan has just seen.
-    """
-
-    def __init__(self, scanner_backend: type[BaseBleakScanner] | None) -> None:
-        self._backend = scanner_backend
-        self._waiters: dict[str, list[asyncio.Future[BLEDevice]]] = {}
-        self._holds = 0
-        self._scanner: BleakScanner | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def scanning(self) -> bool:
-        return self._scanner is not None
-
-    @contextlib.asynccontextmanager
-    async def sighted(self, address: str) -> AsyncIterator[BLEDevice]:
-        """The device as soon as it advertises (no time-out: a cuff may sleep for days);
-        the scan keeps running until the block ends."""
-        key = address.upper()
-        future: asyncio.Future[BLEDevice] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(key, []).append(future)
-        self._holds += 1
-        try:
-            await self._update()
-            device = await future
-            self._forget(key, future)
-            yield device
-        finally:
-            self._forget(key, future)
-            self._holds -= 1
-            await self._update()
-
-    def _forget(self, key: str, future: asyncio.Future[BLEDevice]) -> None:
-        waiters = self._waiters.get(key, [])
-        if future in waiters:
-            waiters.remove(future)
-        if not waiters:
-            self._waiters.pop(key, None)
-
-    def _on_detection(self, device: BLEDevice, _adv: AdvertisementData) -> None:
-        for future in self._waiters.get(device.address.upper(), ()):
-            if not future.done():
-                future.set_result(device)
-
-    async def _update(self) -> None:
-        async with self._lock:
-            if self._holds and self._scanner is None:
-                scanner = BleakScanner(self._on_detection, backend=self._backend)
-                await scanner.start()
-                self._scanner = scanner
-            elif not self._holds and self._scanner is not None:
-                scanner, self._scanner = self._scanner, None
-                try:
-                    await scanner.stop()
-                except BleakError as exc:
-                    log.warning("scanner: stopping failed: %s", exc)
-
-    async def close(self) -> None:
-        for waiters in self._waiters.values():
-            for future in waiters:
-                future.cancel()
-        self._waiters.clear()
-        self._holds = 0
-        await self._update()
 
 
 # --------------------------------------------------------------------------- manager
@@ -487,7 +252,7 @@ class BleManager:
                 )
         except BaseException:
             if client is not None:  # cancelled while the scan was being stopped
-                await _disconnect(client)
+                await disconnect(client)
             raise
         return client, lost
 
@@ -514,7 +279,7 @@ class BleManager:
             device.connected = False
             with contextlib.suppress(sqlite3.Error):
                 self._pairing.seen(entry.address, self._clock())
-            await _disconnect(client)
+            await disconnect(client)
 
     async def _setup(self, device: _Device, client: BleakClient) -> list[str]:
         address = device.entry.address
@@ -547,8 +312,6 @@ class BleManager:
                 log.warning("%s: could not set the device clock: %s", address, exc)
         wanted = set(DECODERS)
         if device.entry.profile is not None:
-            from gateway.profiles import PROFILES
-
             profile = PROFILES.get(device.entry.profile)
             if profile is not None:
                 wanted |= set(profile.decoders)

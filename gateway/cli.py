@@ -2,31 +2,27 @@
 
 ``decode`` turns the bytes of one characteristic value into the observations the gateway
 would send, for debugging a new device model without any Bluetooth (docs/devices.md).
-``pair``, ``devices``, ``notices`` and ``run`` operate the home gateway (docs/gateway.md);
-``run --emulated`` runs it against five emulated devices on bumble.
+``pair``, ``devices``, ``notices`` and ``run`` operate the home gateway (docs/gateway.md).
+Each command parses its arguments, calls the gateway module that does the work and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import random
 import re
-import signal
 import sys
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from vitalvagt.devices import DeviceType, type_of_service
+from vitalvagt.devices import DeviceType
 from vitalvagt.settings import DEFAULT_LOCAL_TZ, Settings, local_zone
 
 if TYPE_CHECKING:
-    from gateway.decoders import DecodedReading
+    from gateway.decoded import DecodedReading
     from gateway.publisher import BrokerConfig
-    from simulator.ble_devices import Home
 
 _SEPARATORS = re.compile(r"[\s:]+")
 _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
@@ -183,71 +179,30 @@ def _local(moment: datetime | None, zone: tzinfo) -> str:
     return "-" if moment is None else moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def _pair_async(args: argparse.Namespace, settings: Settings) -> int:
-    from bleak import BleakScanner
-    from bleak.exc import BleakError
+def _fail_as(command: str, message: str) -> int:
+    print(f"vitalvagt gateway {command}: {message}", file=sys.stderr)
+    return 2
 
-    from gateway.ble import ble_backends, connect, read_device_information
-    from gateway.errors import GatewayError
-    from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir, normalize_address
-    from vitalvagt.devices import DeviceType, service_uuid, type_for_services
 
-    types = [DeviceType(args.type)] if args.type else list(DeviceType)
-    async with ble_backends(settings.ble_transport) as (scanner_backend, client_backend):
-        print(f"scanning {args.scan_s:g} s for {', '.join(types)} devices ...", file=sys.stderr)
-        try:
-            seen = await BleakScanner.discover(
-                timeout=args.scan_s,
-                return_adv=True,
-                service_uuids=[service_uuid(t) for t in types],
-                backend=scanner_backend,
-            )
-        except BleakError as exc:
-            raise GatewayError(f"cannot scan ({settings.ble_transport}): {exc}") from exc
-        found = [
-            (device, adv, kind)
-            for device, adv in seen.values()
-            if (kind := type_for_services(adv.service_uuids)) in types
-        ]
-        if args.address:
-            wanted = normalize_address(args.address)
-            found = [f for f in found if f[0].address.upper() == wanted]
-        if not found:
-            what = args.address or "no health device"
-            return _fail_as(
-                "pair",
-                f"{what}: not seen advertising a health service within "
-                f"{args.scan_s:g} s; wake the device (take a measurement) and retry",
-            )
-        if len(found) > 1:
-            listing = "; ".join(f"{d.address} {a.local_name or '?'} ({k})" for d, a, k in found)
-            return _fail_as(
-                "pair", f"several devices advertise: {listing}; choose one with --address"
-            )
-        device, adv, kind = found[0]
-        with PairingList(gateway_dir(settings) / PAIRING_FILE) as pairing:
-            entry = pairing.add(
-                device.address,
-                kind,
-                name=adv.local_name or device.name,
+def _pair(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.pairing_flow import PairingError, pair_device
+
+    try:
+        entry = asyncio.run(
+            pair_device(
+                settings,
+                address=args.address,
+                device_type=DeviceType(args.type) if args.type else None,
+                scan_s=args.scan_s,
                 profile=args.profile,
                 user_id=args.user_id,
-                requires_bonding=args.bond,
+                bond=args.bond,
+                read_info=not args.no_connect,
+                say=lambda message: print(message, file=sys.stderr),
             )
-            if not args.no_connect:
-                try:
-                    client = await connect(device, client_backend, name=entry.name, pair=args.bond)
-                    try:
-                        pairing.set_info(device.address, **(await read_device_information(client)))
-                    finally:
-                        await client.disconnect()
-                except (BleakError, TimeoutError) as exc:
-                    print(
-                        f"paired, but could not read Device Information now ({exc}); the "
-                        "gateway reads it on the first connection",
-                        file=sys.stderr,
-                    )
-            entry = pairing.get(device.address) or entry
+        )
+    except PairingError as exc:
+        return _fail_as("pair", str(exc))
     model = " ".join(x for x in (entry.manufacturer, entry.model) if x) or "model unknown"
     print(
         f"paired {entry.address} {entry.name or ''} ({entry.type}, {model}"
@@ -255,15 +210,6 @@ async def _pair_async(args: argparse.Namespace, settings: Settings) -> int:
         f"{f', user {entry.user_id}' if entry.user_id is not None else ''})"
     )
     return 0
-
-
-def _fail_as(command: str, message: str) -> int:
-    print(f"vitalvagt gateway {command}: {message}", file=sys.stderr)
-    return 2
-
-
-def _pair(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_pair_async(args, settings))
 
 
 def _add_pair(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -274,7 +220,8 @@ def _add_pair(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         "pulse oximeter 0x1822, weight scale 0x181D, thermometer 0x1809, heart rate 0x180D) "
         "and add one to the home's pairing list (pairing.db in VV_GATEWAY_DIR). Then connect "
         "once to read its Device Information (and bond with --bond). Needs Bluetooth: "
-        "VV_BLE_TRANSPORT=native (BlueZ/Android) or bumble:<HCI transport>. Wake the device "
+        "VV_BLE_TRANSPORT=native (BlueZ/Android) or a backend plugin such as the emulation "
+        "(docs/gateway.md). Wake the device "
         "first (most advertise only for a minute after a measurement). Pairing a device again "
         "updates its profile, user id and bonding.",
     )
@@ -484,234 +431,38 @@ def _add_notices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 # --- run ---------------------------------------------------------------------------------
 
-EMULATED_GATEWAY_ID = "gw-emulated-1"
-EMULATED_USER_ID = 1  # the patient's slot on the emulated cuff and scale
-
-
-def run_broker(settings: Settings, *, emulated: bool) -> tuple[Settings, BrokerConfig]:
-    """The gateway id and broker for `run`; provisions the gateway on the embedded stack.
-
-    On the embedded stack (no VV_MQTT_HOST / VV_MQTT_PASSWORD) the gateway is provisioned
-    (created or re-keyed) and the broker reloaded, so that a development run needs nothing.
-    """
-    from pydantic import SecretStr
-
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import broker_config
     from gateway.errors import GatewayError
+    from vitalvagt.errors import ConfigError
 
-    gateway_id = settings.gateway_id or (EMULATED_GATEWAY_ID if emulated else None)
-    if gateway_id is None:
-        raise GatewayError(
-            "VV_GATEWAY_ID is not set: the gateway id is also its MQTT user "
-            "(`vitalvagt admin add-gateway ID` provisions one)"
-        )
-    update: dict[str, Any] = {"gateway_id": gateway_id}
-    if settings.mqtt_password is None and settings.mqtt_host is None:
-        import psycopg
-
-        from vitalvagt.db.gateways import provision_gateway
-        from vitalvagt.endpoints import database_url
-        from vitalvagt.stack import Stack
-
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
-            password = provision_gateway(conn, gateway_id)
-        Stack(settings).sync_broker_users()
-        print(
-            f"provisioned gateway {gateway_id} on the embedded stack (new MQTT password, "
-            "broker reloaded)",
-            flush=True,
-        )
-        update["mqtt_password"] = SecretStr(password)
-    settings = settings.model_copy(update=update)
-    return settings, broker_config(settings)
+    try:
+        broker = broker_config(settings)
+    except (GatewayError, ConfigError) as exc:
+        return _fail_as("run", str(exc))
+    return asyncio.run(_run_async(settings, broker, duration_s=args.duration_s))
 
 
-def pair_emulated(settings: Settings, home: Home) -> None:
-    """Put the emulated home's devices in the pairing list (their type from their service)."""
-    from gateway.pairing import PAIRING_FILE, PairingList, gateway_dir
-    from simulator.ble_devices import BloodPressureMonitor, WeightScale
-
-    with PairingList(gateway_dir(settings) / PAIRING_FILE) as pairing:
-        for device in home.devices:
-            slot = isinstance(device, BloodPressureMonitor | WeightScale)
-            pairing.add(
-                device.address,
-                type_of_service(device.SERVICE_UUID),
-                name=device.name,
-                user_id=EMULATED_USER_ID if slot else None,
-                requires_bonding=device.requires_bonding,
-            )
-
-
-async def measure_round(home: Home, zone: tzinfo, rng: random.Random) -> int:
-    """Every emulated device measures once with plausible values; returns values sent."""
-    from simulator.ble_devices import (
-        BloodPressureMonitor,
-        HeartRateSensor,
-        PulseOximeter,
-        Thermometer,
-        WeightScale,
-    )
-    from simulator.sig_encoders import (
-        encode_bp,
-        encode_hr,
-        encode_plx_continuous,
-        encode_plx_spot,
-        encode_temperature,
-        encode_weight,
-    )
-    from vitalvagt.observation import BodySite
-
-    # Device clocks count whole seconds in local time, as the gateway set them.
-    now = datetime.now(UTC).astimezone(zone).replace(tzinfo=None, microsecond=0)
-    pulse = rng.randint(58, 92)
-    systolic, diastolic = rng.randint(112, 148), rng.randint(66, 92)
-    sent = 0
-    for device in home.devices:
-        if isinstance(device, BloodPressureMonitor):
-            await device.measure(
-                encode_bp(
-                    systolic,
-                    diastolic,
-                    round((systolic + 2 * diastolic) / 3),
-                    timestamp=now,
-                    pulse=pulse,
-                    user_id=EMULATED_USER_ID,
-                )
-            )
-        elif isinstance(device, PulseOximeter):
-            spo2 = rng.randint(91, 99)
-            await device.measure(encode_plx_spot(spo2, pulse, timestamp=now))
-            await device.measure_continuous(encode_plx_continuous(spo2, pulse))
-            sent += 1
-        elif isinstance(device, HeartRateSensor):
-            await device.measure(encode_hr(pulse, contact=True))
-        elif isinstance(device, WeightScale):
-            await device.measure(
-                encode_weight(
-                    round(rng.uniform(62, 95) * 200) / 200, timestamp=now, user_id=EMULATED_USER_ID
-                )
-            )
-        elif isinstance(device, Thermometer):
-            await device.measure(
-                encode_temperature(
-                    round(rng.uniform(36.2, 37.6), 1), timestamp=now, site=BodySite.EAR
-                )
-            )
-        else:
-            continue
-        sent += 1
-    return sent
-
-
-async def measure_periodically(home: Home, zone: tzinfo, every_s: float, *, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    loop = asyncio.get_running_loop()
-    while True:
-        started = loop.time()
-        await measure_round(home, zone, rng)
-        await asyncio.sleep(max(0.0, every_s - (loop.time() - started)))
-
-
-async def _run_async(args: argparse.Namespace, settings: Settings) -> int:
+async def _run_async(settings: Settings, broker: BrokerConfig, *, duration_s: float | None) -> int:
     from gateway.app import GatewayApp
 
-    if args.measure_every_s is not None and not args.emulated:
-        return _fail_as("run", "--measure-every-s needs --emulated")
-    every_s = args.measure_every_s or 30.0
-    if every_s < 1:
-        return _fail_as(
-            "run", "--measure-every-s must be at least 1 (device clocks tick in seconds)"
-        )
-    if args.emulated:
-        update: dict[str, Any] = {"ble_transport": "bumble"}
-        if settings.gateway_dir is None:
-            # Its own pairing list and outbox: emulated devices never mix with real ones.
-            update["gateway_dir"] = settings.state_dir / "gateway-emulated"
-        settings = settings.model_copy(update=update)
-    settings, broker = run_broker(settings, emulated=args.emulated)
-    zone = local_zone(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        backends = None
-        home = None
-        if args.emulated:
-            from simulator.ble_devices import Home, standard_devices
-
-            home = await stack.enter_async_context(Home(standard_devices()))
-            central = await stack.enter_async_context(home.central())
-            backends = central.backends()
-            pair_emulated(settings, home)
-        app = await stack.enter_async_context(
-            GatewayApp(settings, broker=broker, backends=backends)
-        )
-        print(
-            f"gateway {app.gateway_id} running: {len(app.pairing.devices())} devices, "
-            f"broker {broker.host}:{broker.port}, data in {app.dir}"
-            + (f", emulated devices measure every {every_s:g} s" if home else ""),
-            flush=True,
-        )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # A service manager's stop: close everything in order, outbox last.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, app.stop)
-                stack.callback(loop.remove_signal_handler, signum)
-        if home is not None:
-            task = asyncio.create_task(
-                measure_periodically(home, zone, every_s), name="emulated-measurements"
-            )
-            stack.push_async_callback(_cancel, task)
-        if args.duration_s is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.wait_closed(), args.duration_s)
-        else:
-            await app.wait_closed()
-        stats = app.ble.stats().values()
-        print(
-            f"gateway {app.gateway_id} stopping: {sum(s.readings for s in stats)} readings "
-            f"({sum(s.observations for s in stats)} observations) stored, "
-            f"{app.publisher.acked_readings} observations acknowledged by the broker, "
-            f"{app.outbox.stats().pending} pending, {app.ble.decode_errors} undecodable, "
-            f"{sum(s.duplicates for s in stats)} duplicates ignored",
-            flush=True,
-        )
+    async with GatewayApp(settings, broker=broker) as app:
+        print(app.running_summary(), flush=True)
+        await app.run_until_stopped(duration_s=duration_s)
+        print(app.stopping_summary(), flush=True)
     return 0
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def _run(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_run_async(args, settings))
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "run",
         help="run the home gateway: read the paired devices and publish their readings",
-        description="Run the gateway until Ctrl-C: keep every paired device connected, store "
-        "each reading in the outbox and publish it to the broker over MQTT. Needs VV_GATEWAY_ID "
-        "and the broker (VV_MQTT_HOST, VV_MQTT_PASSWORD; on the embedded stack, `vitalvagt "
-        "stack up`, the gateway is provisioned automatically) and Bluetooth (VV_BLE_TRANSPORT). "
-        f"With --emulated: five emulated devices on bumble in this process, paired "
-        f"automatically, measuring periodically; gateway id {EMULATED_GATEWAY_ID} unless "
-        "VV_GATEWAY_ID is set, data in <VV_STATE_DIR>/gateway-emulated unless VV_GATEWAY_DIR "
-        "is set.",
-    )
-    p.add_argument(
-        "--emulated",
-        action="store_true",
-        help="run against five emulated BLE devices (bumble) instead of real ones",
-    )
-    p.add_argument(
-        "--measure-every-s",
-        type=float,
-        default=None,
-        metavar="N",
-        help="with --emulated: seconds between measurements of every device (default 30)",
+        description="Run the gateway until Ctrl-C or SIGTERM: keep every paired device "
+        "connected, store each reading in the outbox and publish it to the broker over MQTT. "
+        "Needs VV_GATEWAY_ID and its MQTT password VV_MQTT_PASSWORD (both from `vitalvagt admin "
+        "add-gateway ID`), the broker (VV_MQTT_HOST and VV_MQTT_TLS_CA, or the embedded "
+        "stack's) and Bluetooth (VV_BLE_TRANSPORT). Exit code 2 when a setting is missing. "
+        "For a development run against emulated devices: `vitalvagt simulate home`.",
     )
     p.add_argument(
         "--duration-s",

@@ -31,7 +31,8 @@ Public API:
     decode_blood_pressure, decode_heart_rate, decode_temperature, decode_weight,
     decode_plx_spot_check, decode_plx_continuous: (data: Buffer) -> DecodedReading
     DECODERS: characteristic ('2A35') -> decoder
-    Building blocks for profiles: Field, read_field, blood_pressure_reading, check_flags
+    Building blocks for profiles: blood_pressure_reading here; Field, read_field,
+        check_flags and the reading model (DecodedReading, Measurement) in gateway/decoded.py
     Status bit tables (bit mask -> Flag): BP_STATUS_BITS, PLX_MEAS_STATUS_BITS,
         PLX_DEVICE_STATUS_BITS; the BP pulse range is the 2-bit field BP_PULSE_RANGE_MASK
 """
@@ -39,195 +40,29 @@ Public API:
 from __future__ import annotations
 
 import uuid as _uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from fractions import Fraction
-from types import MappingProxyType
-from typing import NamedTuple
 
-from gateway.errors import DecodeError
-from gateway.sig import (
-    Buffer,
-    DateTimeFields,
-    Number,
-    Reader,
-    Special,
+from gateway.decoded import (
+    DecodedReading,
+    Decoder,
+    Field,
+    add_status_flags,
+    check_flags,
+    device_time_of,
+    f_to_c,
+    kpa_to_mmhg,
+    lb_to_kg,
+    measure,
+    number_of,
+    optional_value,
+    read_field,
+    reading_of,
+    user_slot,
 )
-from vitalvagt.kinds import KIND_SPECS, Kind
+from gateway.errors import DecodeError
+from gateway.sig import Buffer, DateTimeFields, Number, Reader, Special
+from vitalvagt.kinds import Kind
 from vitalvagt.observation import BodySite
 from vitalvagt.quality import Flag
-
-USER_UNKNOWN = 0xFF  # BP and weight user id meaning "unknown user"; decoded as None
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One value in the canonical unit of its kind, with the device's quality flags."""
-
-    kind: Kind
-    value: float
-    unit: str
-    decimals: int  # decimal places the device's resolution supports
-    flags: tuple[Flag, ...] = ()
-    body_site: BodySite | None = None
-
-
-def _no_extras() -> Mapping[str, object]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedReading:
-    """What one notification said. The parts of a BP reading share one reading id later."""
-
-    characteristic: str  # 16-bit UUID, upper-case hex: '2A35'
-    measurements: tuple[Measurement, ...]
-    device_time: datetime | None = None  # naive device clock; None if absent or not set
-    user_id: int | None = None  # device user slot; None if absent or 0xFF (unknown)
-    flags: tuple[Flag, ...] = ()  # every flag of the reading (each measurement has them)
-    extras: Mapping[str, object] = field(default_factory=_no_extras)
-
-    def get(self, kind: Kind) -> Measurement | None:
-        for m in self.measurements:
-            if m.kind is kind:
-                return m
-        return None
-
-
-Decoder = Callable[[Buffer], DecodedReading]
-
-
-class Field(NamedTuple):
-    """A number as read, with where it started (for errors about it)."""
-
-    value: Number | Special
-    offset: int
-
-
-def read_field(r: Reader, what: str, *, big_endian: bool = False) -> Field:
-    pos = r.pos
-    return Field(r.sfloat(what, big_endian=big_endian), pos)
-
-
-def check_flags(r: Reader, flags: int, known: int) -> None:
-    reserved = flags & ~known & 0xFF
-    if reserved:
-        r.fail(
-            f"reserved flag bits 0x{reserved:02X} set (flags 0x{flags:02X}): unknown fields "
-            "may follow (a device quirk? try a profile, docs/devices.md)",
-            0,
-        )
-
-
-# --- values, units, plausibility ---------------------------------------------------------
-
-_KPA_TO_MMHG = Fraction(750062, 100000)
-_LB_TO_KG = Fraction(45359237, 100000000)
-
-
-def _kpa_to_mmhg(exact: Fraction) -> Fraction:
-    return exact * _KPA_TO_MMHG
-
-
-def _lb_to_kg(exact: Fraction) -> Fraction:
-    return exact * _LB_TO_KG
-
-
-def _f_to_c(exact: Fraction) -> Fraction:
-    return (exact - 32) * Fraction(5, 9)
-
-
-Conversion = Callable[[Fraction], Fraction]
-
-
-def _number(r: Reader, f: Field, what: str) -> Number:
-    if isinstance(f.value, Special):
-        r.fail(f"{what} is {f.value.value} (special value): no number was measured", f.offset)
-    return f.value
-
-
-def _measure(
-    r: Reader, kind: Kind, num: Number, offset: int, what: str, conv: Conversion | None = None
-) -> tuple[float, int]:
-    """(value, decimals) in the kind's canonical unit; DecodeError if implausible."""
-    if conv is None:
-        value, decimals = num.value, num.decimals
-    else:
-        # Exact rational arithmetic, then one rounding: no float noise from the factor.
-        decimals = num.decimals + 1
-        exact = Fraction(num.mantissa) * Fraction(10) ** num.exponent
-        value = float(round(conv(exact), decimals))
-    spec = KIND_SPECS[kind]
-    if not spec.plausible_min <= value <= spec.plausible_max:
-        r.fail(
-            f"{what} {value:g} {spec.unit} is outside the plausible range "
-            f"{spec.plausible_min:g}-{spec.plausible_max:g} {spec.unit}",
-            offset,
-        )
-    return value, decimals
-
-
-def _optional(
-    r: Reader, f: Field, what: str, kind: Kind | None = None, conv: Conversion | None = None
-) -> float | None:
-    """An extras value: None for a special value; plausibility-checked if it has a kind."""
-    if isinstance(f.value, Special):
-        return None
-    if kind is None:
-        return f.value.value
-    return _measure(r, kind, f.value, f.offset, what, conv)[0]
-
-
-def _finish(
-    r: Reader,
-    parts: list[tuple[Kind, float, int]],
-    qflags: list[Flag],
-    *,
-    device_time: datetime | None = None,
-    user_id: int | None = None,
-    extras: dict[str, object] | None = None,
-    site: BodySite | None = None,
-) -> DecodedReading:
-    flags = tuple(dict.fromkeys(qflags))
-    return DecodedReading(
-        r.characteristic,
-        tuple(Measurement(k, v, KIND_SPECS[k].unit, d, flags, site) for k, v, d in parts),
-        device_time,
-        user_id,
-        flags,
-        MappingProxyType(extras) if extras else _no_extras(),
-    )
-
-
-def _device_time(
-    stamp: DateTimeFields | None,
-    qflags: list[Flag],
-    extras: dict[str, object],
-    *,
-    clock_not_set: bool = False,
-) -> datetime | None:
-    if stamp is not None and stamp.complete and not clock_not_set:
-        return stamp.to_datetime()
-    if stamp is not None:
-        extras["device_time_raw"] = stamp.iso()
-        clock_not_set = True
-    if clock_not_set:
-        qflags.append(Flag.DEVICE_CLOCK_NOT_SET)
-    return None
-
-
-def _user(user: int | None) -> int | None:
-    return None if user is None or user == USER_UNKNOWN else user
-
-
-def _status_flags(word: int, table: Mapping[int, Flag], out: list[Flag]) -> None:
-    # Walk the set bits only: status words are mostly zero or one bit.
-    while word:
-        low = word & -word
-        out.append(table[low])
-        word ^= low
-
 
 # --- Blood Pressure Measurement 0x2A35 -----------------------------------------------------
 
@@ -285,24 +120,24 @@ def blood_pressure_reading(
 
     ``status`` is (word, offset of the word).
     """
-    conv = _kpa_to_mmhg if kpa else None
+    conv = kpa_to_mmhg if kpa else None
     extras: dict[str, object] = {"device_unit": "kPa"} if kpa else {}
     parts: list[tuple[Kind, float, int]] = []
     for kind, f, what in (
         (Kind.BP_SYSTOLIC, systolic, "systolic"),
         (Kind.BP_DIASTOLIC, diastolic, "diastolic"),
     ):
-        parts.append((kind, *_measure(r, kind, _number(r, f, what), f.offset, what, conv)))
+        parts.append((kind, *measure(r, kind, number_of(r, f, what), f.offset, what, conv)))
     if isinstance(mean.value, Special):
         extras["mean_special"] = mean.value.value  # many cuffs never compute it
     else:
-        value = _measure(r, Kind.BP_MEAN, mean.value, mean.offset, "mean arterial pressure", conv)
+        value = measure(r, Kind.BP_MEAN, mean.value, mean.offset, "mean arterial pressure", conv)
         parts.append((Kind.BP_MEAN, *value))
     if pulse is not None:
         if isinstance(pulse.value, Special):
             extras["pulse_special"] = pulse.value.value
         else:
-            parts.append((Kind.PULSE, *_measure(r, Kind.PULSE, pulse.value, pulse.offset, "pulse")))
+            parts.append((Kind.PULSE, *measure(r, Kind.PULSE, pulse.value, pulse.offset, "pulse")))
     qflags: list[Flag] = []
     if status is not None:
         word, offset = status
@@ -314,7 +149,7 @@ def blood_pressure_reading(
                 "byte order swapped? see profiles)",
                 offset,
             )
-        _status_flags(word & ~BP_PULSE_RANGE_MASK, BP_STATUS_BITS, qflags)
+        add_status_flags(word & ~BP_PULSE_RANGE_MASK, BP_STATUS_BITS, qflags)
         pulse_range = (word & BP_PULSE_RANGE_MASK) >> 3
         if pulse_range == 1:
             qflags.append(Flag.PULSE_ABOVE_RANGE)
@@ -322,8 +157,10 @@ def blood_pressure_reading(
             qflags.append(Flag.PULSE_BELOW_RANGE)
         elif pulse_range == 3:
             r.fail(f"reserved pulse rate range value 3 (status 0x{word:04X})", offset)
-    device_time = _device_time(stamp, qflags, extras)
-    return _finish(r, parts, qflags, device_time=device_time, user_id=_user(user), extras=extras)
+    device_time = device_time_of(stamp, qflags, extras)
+    return reading_of(
+        r, parts, qflags, device_time=device_time, user_id=user_slot(user), extras=extras
+    )
 
 
 # --- Heart Rate Measurement 0x2A37 ---------------------------------------------------------
@@ -355,8 +192,8 @@ def decode_heart_rate(data: Buffer) -> DecodedReading:
         # 1/1024 s units: dividing by a power of two is exact in binary floating point.
         extras["rr_intervals_s"] = tuple(v / 1024 for v in r.u16_rest("RR interval"))
     r.finish()
-    value = _measure(r, Kind.PULSE, Number(bpm, 0), offset, "heart rate")
-    return _finish(r, [(Kind.PULSE, *value)], qflags, extras=extras)
+    value = measure(r, Kind.PULSE, Number(bpm, 0), offset, "heart rate")
+    return reading_of(r, [(Kind.PULSE, *value)], qflags, extras=extras)
 
 
 # --- Temperature Measurement 0x2A1C --------------------------------------------------------
@@ -382,7 +219,7 @@ def decode_temperature(data: Buffer) -> DecodedReading:
     flags = r.u8("flags")
     check_flags(r, flags, TEMP_FLAGS_KNOWN)
     offset = r.pos
-    num = _number(r, Field(r.float32("temperature"), offset), "temperature")
+    num = number_of(r, Field(r.float32("temperature"), offset), "temperature")
     stamp = r.date_time() if flags & TEMP_TIME else None
     site = None
     if flags & TEMP_TYPE:
@@ -392,13 +229,13 @@ def decode_temperature(data: Buffer) -> DecodedReading:
             r.fail(f"reserved temperature type {code} (1-9 are defined)", r.pos - 1)
     r.finish()
     fahrenheit = bool(flags & TEMP_FAHRENHEIT)
-    value = _measure(
-        r, Kind.TEMPERATURE, num, offset, "temperature", _f_to_c if fahrenheit else None
+    value = measure(
+        r, Kind.TEMPERATURE, num, offset, "temperature", f_to_c if fahrenheit else None
     )
     qflags: list[Flag] = []
     extras: dict[str, object] = {"device_unit": "[degF]"} if fahrenheit else {}
-    device_time = _device_time(stamp, qflags, extras)
-    return _finish(
+    device_time = device_time_of(stamp, qflags, extras)
+    return reading_of(
         r, [(Kind.TEMPERATURE, *value)], qflags, device_time=device_time, extras=extras, site=site
     )
 
@@ -430,13 +267,13 @@ def decode_weight(data: Buffer) -> DecodedReading:
         extras["height_m"] = height * 254 / 100000 if imperial else height / 1000
     r.finish()
     if imperial:
-        value = _measure(r, Kind.WEIGHT, Number(raw, -2), offset, "weight", _lb_to_kg)
+        value = measure(r, Kind.WEIGHT, Number(raw, -2), offset, "weight", lb_to_kg)
     else:
-        value = _measure(r, Kind.WEIGHT, Number(raw * 5, -3), offset, "weight")  # 0.005 kg
+        value = measure(r, Kind.WEIGHT, Number(raw * 5, -3), offset, "weight")  # 0.005 kg
     qflags: list[Flag] = []
-    device_time = _device_time(stamp, qflags, extras)
-    return _finish(
-        r, [(Kind.WEIGHT, *value)], qflags, device_time=device_time, user_id=_user(user),
+    device_time = device_time_of(stamp, qflags, extras)
+    return reading_of(
+        r, [(Kind.WEIGHT, *value)], qflags, device_time=device_time, user_id=user_slot(user),
         extras=extras,
     )
 
@@ -491,20 +328,20 @@ def _plx_status(
         if word & ~_PLX_MEAS_STATUS_KNOWN:
             r.fail(f"reserved measurement status bits set (status 0x{word:04X})", offset)
         extras["measurement_status"] = word
-        _status_flags(word, PLX_MEAS_STATUS_BITS, qflags)
+        add_status_flags(word, PLX_MEAS_STATUS_BITS, qflags)
     if flags_on[1]:
         offset = r.pos
         word = r.u24("device and sensor status")
         if word & ~_PLX_DEVICE_STATUS_KNOWN:
             r.fail(f"reserved device and sensor status bits set (status 0x{word:06X})", offset)
         extras["device_status"] = word
-        _status_flags(word, PLX_DEVICE_STATUS_BITS, qflags)
+        add_status_flags(word, PLX_DEVICE_STATUS_BITS, qflags)
 
 
 def _plx_parts(r: Reader, spo2: Field, pulse: Field) -> list[tuple[Kind, float, int]]:
     return [
-        (Kind.SPO2, *_measure(r, Kind.SPO2, _number(r, spo2, "SpO2"), spo2.offset, "SpO2")),
-        (Kind.PULSE, *_measure(r, Kind.PULSE, _number(r, pulse, "pulse"), pulse.offset, "pulse")),
+        (Kind.SPO2, *measure(r, Kind.SPO2, number_of(r, spo2, "SpO2"), spo2.offset, "SpO2")),
+        (Kind.PULSE, *measure(r, Kind.PULSE, number_of(r, pulse, "pulse"), pulse.offset, "pulse")),
     ]
 
 
@@ -526,12 +363,12 @@ def decode_plx_spot_check(data: Buffer) -> DecodedReading:
     _plx_status(r, (bool(flags & PLX_SPOT_MEAS_STATUS), bool(flags & PLX_SPOT_DEVICE_STATUS)),
                 qflags, extras)
     if flags & PLX_SPOT_PAI:
-        extras["pai"] = _optional(r, read_field(r, "pulse amplitude index"), "PAI")
+        extras["pai"] = optional_value(r, read_field(r, "pulse amplitude index"), "PAI")
     r.finish()
     parts = _plx_parts(r, spo2, pulse)
     clock_not_set = bool(flags & PLX_SPOT_CLOCK_NOT_SET)
-    device_time = _device_time(stamp, qflags, extras, clock_not_set=clock_not_set)
-    return _finish(r, parts, qflags, device_time=device_time, extras=extras)
+    device_time = device_time_of(stamp, qflags, extras, clock_not_set=clock_not_set)
+    return reading_of(r, parts, qflags, device_time=device_time, extras=extras)
 
 
 PLX_CONT_FAST, PLX_CONT_SLOW, PLX_CONT_MEAS_STATUS = 0x01, 0x02, 0x04
@@ -551,15 +388,15 @@ def decode_plx_continuous(data: Buffer) -> DecodedReading:
         if flags & bit:
             s = read_field(r, f"SpO2 {name}")
             p = read_field(r, f"pulse {name}")
-            extras[f"spo2_{name}"] = _optional(r, s, f"SpO2 {name}", Kind.SPO2)
-            extras[f"pulse_{name}"] = _optional(r, p, f"pulse {name}", Kind.PULSE)
+            extras[f"spo2_{name}"] = optional_value(r, s, f"SpO2 {name}", Kind.SPO2)
+            extras[f"pulse_{name}"] = optional_value(r, p, f"pulse {name}", Kind.PULSE)
     qflags: list[Flag] = []
     _plx_status(r, (bool(flags & PLX_CONT_MEAS_STATUS), bool(flags & PLX_CONT_DEVICE_STATUS)),
                 qflags, extras)
     if flags & PLX_CONT_PAI:
-        extras["pai"] = _optional(r, read_field(r, "pulse amplitude index"), "PAI")
+        extras["pai"] = optional_value(r, read_field(r, "pulse amplitude index"), "PAI")
     r.finish()
-    return _finish(r, _plx_parts(r, spo2, pulse), qflags, extras=extras)
+    return reading_of(r, _plx_parts(r, spo2, pulse), qflags, extras=extras)
 
 
 # --- dispatch ------------------------------------------------------------------------------

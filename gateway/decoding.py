@@ -8,7 +8,8 @@ decoders.py, the two modules imported each other.
 
 from __future__ import annotations
 
-from gateway.decoders import DECODERS, DecodedReading, normalize_uuid
+from gateway.decoded import DecodedReading
+from gateway.decoders import DECODERS, normalize_uuid
 from gateway.errors import DecodeError
 from gateway.profiles import profile_decoder
 from gateway.sig import CHARACTERISTIC_NAMES, Buffer

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from vitalvagt.errors import VitalvagtError
+from vitalvagt.errors import ConfigError, VitalvagtError
 
 
 class GatewayError(VitalvagtError):
     """Base of every error the gateway raises on purpose."""
+
+
+class GatewaySettingError(GatewayError, ConfigError):
+    """A gateway setting is missing or wrong (the CLI exits 2); the message names it."""
 
 
 class DecodeError(GatewayError):

@@ -122,10 +122,7 @@ class PairingList(SqliteFile):
     what = "pairing list"
 
     def open(self) -> PairingList:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(
+        self._connect(
             """
             CREATE TABLE IF NOT EXISTS devices (
                 address          TEXT PRIMARY KEY,
@@ -152,7 +149,6 @@ class PairingList(SqliteFile):
             );
             """
         )
-        self._db = db
         return self
 
 

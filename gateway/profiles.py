@@ -21,14 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.decoders import (
-    BP_FLAGS_KNOWN,
-    DecodedReading,
-    Decoder,
-    blood_pressure_reading,
-    decode_blood_pressure,
-    read_field,
-)
+from gateway.decoded import DecodedReading, Decoder, read_field
+from gateway.decoders import BP_FLAGS_KNOWN, blood_pressure_reading, decode_blood_pressure
 from gateway.errors import DecodeError
 from gateway.sig import Buffer, Reader
 

@@ -48,9 +48,11 @@ from gateway.outbox import Outbox, Run
 from vitalvagt.retry import BROKER_RECONNECT, BROKER_REFUSAL
 from vitalvagt.wire import (
     MAX_PAYLOAD_BYTES,
+    WIRE_VERSION,
     Command,
     GatewayState,
     GatewayStatus,
+    ObservationBatch,
     Receipt,
     ReceiptOutcome,
     cmd_topic,
@@ -72,10 +74,6 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # commands wait a week for a tablet that is of
 MAX_RECEIPT_BACKOFF = 16  # the receipt time-out grows to at most 16 times its setting
 
 
-class BrokerUnavailable(GatewayError):
-    """The broker refused or could not be reached."""
-
-
 @dataclass(frozen=True)
 class BrokerConfig:
     host: str
@@ -93,15 +91,29 @@ class BrokerConfig:
     receipt_timeout_s: float = 60.0  # after the PUBACK; then the batch is sent again
 
 
+_NO_OBSERVATIONS = b'"observations":[]'
+
+
 def batch_payload(
     gateway_id: str, observations_json: bytes, sent_at: datetime, batch_id: str | None = None
 ) -> bytes:
     """An observation batch around already-serialised, comma-separated observations (the
-    outbox stores them so: no re-encoding per send)."""
-    stamp = sent_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    bid = f'"batch_id":"{batch_id}",' if batch_id else ""
-    head = f'{{"v":1,"gateway_id":"{gateway_id}",{bid}"sent_at":"{stamp}","observations":['
-    return b"".join((head.encode(), observations_json, b"]}"))
+    outbox stores them so: no re-encoding per send).
+
+    The envelope is the wire module's ``ObservationBatch``, encoded by ``wire.encode`` with
+    no observations (built unvalidated: a batch needs at least one), whose empty list then
+    receives the stored ones. So the version, field names and time format are the wire
+    module's, and the hub's ``decode_batch`` reads it as ``make_batch`` would have built it.
+    """
+    envelope = ObservationBatch.model_construct(
+        v=WIRE_VERSION,
+        gateway_id=gateway_id,
+        sent_at=sent_at.astimezone(UTC),
+        observations=(),
+        batch_id=batch_id or None,
+    )
+    head, tail = encode(envelope).split(_NO_OBSERVATIONS, 1)
+    return b"".join((head, b'"observations":[', observations_json, b"]", tail))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,23 @@ class SqliteFile:
     def open(self) -> Self:
         raise NotImplementedError
 
+    def _connect(self, schema: str) -> None:
+        """Open the file the way every gateway SQLite file is opened, then create ``schema``.
+
+        Several processes may use it at once (the running gateway and a CLI command): WAL
+        mode, autocommit (short transactions), a busy time-out; one connection shared by
+        threads behind ``self._lock``.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(schema)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
     def close(self) -> None:
         with self._lock:
             if self._db is not None:

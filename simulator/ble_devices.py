@@ -1,8 +1,9 @@
 """Emulated Bluetooth LE health devices on bumble, for tests and demos without a radio.
 
 Each device is a bumble ``Device`` with its own emulated controller on a shared in-process
-``BumbleLink``. It advertises its health service UUID and a local name, and carries Device
-Information, Battery and (where the real device has one) Current Time services. The
+``BumbleLink`` (simulator/bumble_radio.py). It advertises its health service UUID and a
+local name, and carries Device Information, Battery and (where the real device has one)
+Current Time services. The
 measurement bytes are made by the caller (``simulator.sig_encoders``); a device only moves
 them: ``measure(payload)`` indicates or notifies them, and keeps indicated readings while no
 central listens, the way cuffs, scales and thermometers store readings for the next link.
@@ -10,27 +11,23 @@ central listens, the way cuffs, scales and thermometers store readings for the n
 Faults for tests: drop the link right before or while sending, send random bytes, lose the
 link without a terminate (out of range), require bonding before subscribing.
 
-Run ``python -m simulator.ble_devices --port 9000`` to serve a home of five devices to a
-gateway in another process (``VV_BLE_TRANSPORT=bumble:tcp-client:127.0.0.1:9000``).
+A patient's set of devices is an ``EmulatedHome`` (simulator/ble_home.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import enum
 import itertools
 import logging
 import random
-import signal
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 
-from bumble import core, gatt, hci, ll
+from bumble import core, gatt, hci
 from bumble.att import (
     ATT_INVALID_ATTRIBUTE_LENGTH_ERROR,
     ATT_READ_NOT_PERMITTED_ERROR,
@@ -41,148 +38,18 @@ from bumble.controller import Controller
 from bumble.core import AdvertisingData
 from bumble.data_types import CompleteListOf16BitServiceUUIDs, CompleteLocalName, Flags
 from bumble.device import Connection, Device
-from bumble.host import Host
 from bumble.keys import MemoryKeyStore
-from bumble.link import LocalLink
 from bumble.profiles.battery_service import BatteryService
 from bumble.profiles.device_information_service import DeviceInformationService
-from bumble.transport.common import AsyncPipeSink, Transport
-from bumble.transport.tcp_server import open_tcp_server_transport
 
-from gateway.ble_bumble import BumbleCentral, run_until_disconnected
+from simulator.bumble_adapter import run_until_disconnected
+from simulator.bumble_radio import BumbleLink
 
 logger = logging.getLogger(__name__)
 
 _LEGACY_ADV_MAX = 31
 # Year 2000-01-01 00:00:00, a Saturday: what a device whose clock was never set reports.
 CLOCK_NEVER_SET = bytes.fromhex("d0070101000000060000")
-
-
-# --------------------------------------------------------------------------- radio
-
-
-class FixedController(Controller):
-    """bumble's emulated controller with two HCI commands made to follow the specification.
-
-    Stock bumble 0.0.236 answers LE Create Connection Cancel with success but keeps the
-    connection pending and never sends the LE Connection Complete (status 0x02) the
-    specification requires: bumble's own ``connect(timeout=...)`` then waits forever and
-    every later connect is refused. Its HCI Reset keeps every link, so a central restarting
-    over TCP would find its peripherals still connected, silent and not advertising.
-    """
-
-    def on_hci_le_create_connection_cancel_command(
-        self, _command: hci.HCI_LE_Create_Connection_Cancel_Command
-    ) -> hci.HCI_StatusReturnParameters:
-        pending = self.pending_le_connection
-        if pending is None:
-            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
-        self.pending_le_connection = None
-        event = hci.HCI_LE_Connection_Complete_Event(
-            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
-            connection_handle=0,
-            role=hci.Role.CENTRAL,
-            peer_address_type=pending.peer_address_type,
-            peer_address=pending.peer_address,
-            connection_interval=0,
-            peripheral_latency=0,
-            supervision_timeout=0,
-            central_clock_accuracy=0,
-        )
-        # Scheduled so that it follows the Command Complete sent when this handler returns.
-        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
-        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
-
-    def on_hci_reset_command(
-        self, command: hci.HCI_Reset_Command
-    ) -> hci.HCI_StatusReturnParameters:
-        # A reset drops every link silently for this host; peers see a link loss.
-        for connection in list(self.le_connections.values()):
-            with contextlib.suppress(core.InvalidArgumentError):
-                connection.send_ll_control_pdu(
-                    ll.TerminateInd(hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR)
-                )
-        self.le_connections.clear()
-        self.pending_le_connection = None
-        self.le_scan_enable = False
-        return super().on_hci_reset_command(command)
-
-
-class BumbleLink:
-    """The shared in-process radio: a bumble ``LocalLink`` that controllers attach to.
-
-    Every peripheral and every central gets its own ``FixedController``. ``serve_hci_tcp``
-    exposes one more controller on a TCP port for a central in another process. Use it as
-    an async context manager: ``close`` stops the TCP servers.
-    """
-
-    def __init__(self) -> None:
-        self.local_link = LocalLink()
-        self._served: list[tuple[Controller, Transport]] = []
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def attach_host(self, name: str) -> tuple[Controller, Host]:
-        """A new controller on the link, and a bumble host driving it."""
-        controller = FixedController(name, link=self.local_link)
-        return controller, Host(controller, AsyncPipeSink(controller))
-
-    def detach(self, controller: Controller) -> None:
-        self.drop_links(controller)
-        if controller in self.local_link.controllers:
-            self.local_link.remove_controller(controller)
-
-    def drop_links(
-        self,
-        controller: Controller,
-        reason: int = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR,
-    ) -> None:
-        """Both ends lose every LE link of ``controller`` at once, as on a supervision time-out."""
-        for connection in list(controller.le_connections.values()):
-            peer = self.local_link.find_le_controller(connection.peer_address)
-            controller.on_le_disconnected(connection, reason)
-            if peer is not None and (
-                peer_connection := peer.le_connections.get(connection.self_address)
-            ):
-                peer.on_le_disconnected(peer_connection, reason)
-
-    async def serve_hci_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve one new controller over TCP; returns the spec a central opens with bumble."""
-        transport = await open_tcp_server_transport(f"{host}:{port}")
-        controller = FixedController(
-            f"tcp-{len(self._served)}",
-            host_source=transport.source,
-            host_sink=transport.sink,
-            link=self.local_link,
-        )
-        self._served.append((controller, transport))
-        bound = transport.server.sockets[0].getsockname()  # type: ignore[attr-defined]
-        return f"tcp-client:{bound[0]}:{bound[1]}"
-
-    async def close(self) -> None:
-        while self._served:
-            controller, transport = self._served.pop()
-            self.detach(controller)
-            # bumble's tcp-server transport closes neither its server nor the client socket.
-            server = transport.server  # type: ignore[attr-defined]
-            client_socket = transport.sink.transport  # type: ignore[attr-defined]
-            if client_socket is not None:
-                client_socket.close()
-            server.close()
-            await server.wait_closed()
-            await transport.close()
-
-
-# --------------------------------------------------------------------------- devices
 
 
 class Fault(enum.Enum):
@@ -284,7 +151,8 @@ class EmulatedDevice:
 
     @contextlib.asynccontextmanager
     async def opened(self, link: BumbleLink) -> AsyncIterator[Self]:
-        """The device powered on ``link`` for the block (``Home`` does this for its devices)."""
+        """The device powered on ``link`` for the block (``EmulatedHome`` does this for its
+        devices)."""
         await self.open(link)
         try:
             yield self
@@ -642,79 +510,3 @@ def standard_devices(*, requires_bonding: bool = False, seed: int = 0) -> list[E
         WeightScale(seed=seed + 3),
         Thermometer(seed=seed + 4),
     ]
-
-
-_D = TypeVar("_D", bound=EmulatedDevice)
-
-
-class Home:
-    """A patient's home: emulated devices on one ``BumbleLink``; async context manager."""
-
-    def __init__(
-        self, devices: Sequence[EmulatedDevice] | None = None, *, link: BumbleLink | None = None
-    ) -> None:
-        self.devices = list(devices) if devices is not None else standard_devices()
-        self.link = link or BumbleLink()
-        self._owns_link = link is None
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def open(self) -> None:
-        try:
-            for device in self.devices:
-                await device.open(self.link)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        for device in self.devices:
-            await device.close()
-        if self._owns_link:
-            await self.link.close()
-
-    def central(self, **kwargs: Any) -> BumbleCentral:
-        """A gateway central on this home's radio (open it with ``async with``)."""
-        return BumbleCentral(link=self.link, **kwargs)
-
-    def get(self, kind: type[_D]) -> _D:
-        """The first device of that class."""
-        return next(device for device in self.devices if isinstance(device, kind))
-
-
-async def serve(host: str, port: int, *, requires_bonding: bool = False) -> None:
-    """Serve a standard home to one central over TCP until interrupted."""
-    async with Home(standard_devices(requires_bonding=requires_bonding)) as home:
-        spec = await home.link.serve_hci_tcp(host, port)
-        print(f"READY {spec}", flush=True)
-        for device in home.devices:
-            print(f"DEVICE {device.address} {device.name}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve five emulated BLE health devices")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
-    parser.add_argument("--bonding", action="store_true", help="blood pressure cuff needs bonding")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.host, args.port, requires_bonding=args.bonding))
-
-
-if __name__ == "__main__":
-    main()

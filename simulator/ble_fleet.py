@@ -2,9 +2,10 @@
 
 A direct fleet home (simulator/fleet.py) publishes the cohort's wire batches itself. A BLE
 home instead runs what a real home runs: its cohort devices as emulated bumble peripherals
-(simulator/ble_devices.py) on the home's own radio, and an unchanged ``GatewayApp`` with its
-own pairing list, outbox and notices in its own directory, its own gateway id and password,
-reading the devices through bleak's bumble backend (gateway/ble_bumble.py). When a cohort
+(simulator/ble_devices.py) on the home's own radio (simulator/ble_home.py), and an unchanged
+``GatewayApp`` with its own pairing list, outbox and notices in its own directory, its own
+gateway id and password, reading the devices through bleak's bumble backend
+(simulator/bumble_backend.py). When a cohort
 reading is due on the fleet clock, the matching device sends the Bluetooth SIG bytes a real
 device would send for it (simulator/sig_encoders.py); the gateway decodes, stores and
 publishes it like any other.
@@ -36,18 +37,20 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from gateway.app import GatewayApp
-from gateway.ble import device_time_to_utc
 from gateway.decoders import BP_STATUS_BITS, PLX_DEVICE_STATUS_BITS, PLX_MEAS_STATUS_BITS
 from gateway.decoding import decode
 from gateway.errors import DecodeError
 from gateway.pairing import PAIRING_FILE, PairingList
 from gateway.publisher import BrokerConfig
+from gateway.readings import device_time_to_utc
 from simulator import ble_devices as emu
-from simulator.cohort import DeviceRecord, Home, ObservationRow
+from simulator.ble_home import EmulatedHome
+from simulator.cohort_format import DeviceRecord, Home, ObservationRow
+from simulator.errors import SimulatorError
 from simulator.fleet import Fleet, FleetClock
 from simulator.fleet_stats import BleFleetStats, FleetStats
-from simulator.physiology import DeviceType, SimulatorError
 from simulator.sig_encoders import encode_bp, encode_plx_spot, encode_temperature, encode_weight
+from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import TimeSource
 from vitalvagt.quality import Flag
@@ -64,19 +67,19 @@ PUBLISH_TIMEOUT_S = 60.0
 
 # Characteristic each device type sends its readings on, and the emulated device for it.
 CHARACTERISTIC = {
-    DeviceType.BP_MONITOR: "2A35",
+    DeviceType.BP: "2A35",
     DeviceType.OXIMETER: "2A5E",
     DeviceType.SCALE: "2A9D",
     DeviceType.THERMOMETER: "2A1C",
 }
 _DEVICE_CLASS: dict[DeviceType, type[emu.EmulatedDevice]] = {
-    DeviceType.BP_MONITOR: emu.BloodPressureMonitor,
+    DeviceType.BP: emu.BloodPressureMonitor,
     DeviceType.OXIMETER: emu.PulseOximeter,
     DeviceType.SCALE: emu.WeightScale,
     DeviceType.THERMOMETER: emu.Thermometer,
 }
 _PAIRING_TYPE = {
-    DeviceType.BP_MONITOR: "bp",
+    DeviceType.BP: "bp",
     DeviceType.OXIMETER: "oximeter",
     DeviceType.SCALE: "scale",
     DeviceType.THERMOMETER: "thermometer",
@@ -143,7 +146,7 @@ def _payload(
     """The device's bytes, and the flags its characteristic has bits for."""
     value = reading.value
     kind = reading.device.type
-    if kind is DeviceType.BP_MONITOR:
+    if kind is DeviceType.BP:
         pulse = next((r.value for r in reading.rows if r.kind is Kind.PULSE), None)
         status = flags & _BP_FLAGS or None
         payload = encode_bp(
@@ -284,7 +287,7 @@ class BleHome:
         devices = {r.address: emulated_device(r) for r in self.home.patient.devices}
         pair_home(self.dir, self.home.patient.devices)
         async with contextlib.AsyncExitStack() as stack:
-            radio = await stack.enter_async_context(emu.Home(list(devices.values())))
+            radio = await stack.enter_async_context(EmulatedHome(list(devices.values())))
             central = await stack.enter_async_context(radio.central())
             app = await stack.enter_async_context(
                 GatewayApp(self.settings, broker=self.broker, backends=central.backends(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def _date(text: str) -> date:
 
 def _cohort(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: numpy loads only when a simulate command runs, not for every `vitalvagt`.
-    from simulator.cohort import CohortSpec, GroupChoice, write_cohort
+    from simulator.cohort import CohortSpec, write_cohort
+    from simulator.cohort_format import GroupChoice
 
     spec = CohortSpec(args.patients, args.days, args.seed, args.start, GroupChoice(args.group))
     summary = write_cohort(args.out, spec, overwrite=args.force)
@@ -96,19 +98,41 @@ def _add_cohort(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cohort)
 
 
+def broker_sync(settings: Settings, broker_config_dir: Path | None) -> Callable[[], None] | None:
+    """What the fleet calls once its gateways are provisioned, so that the broker lets them
+    in: the embedded stack rewrites its password files and reloads its broker; with
+    VV_DATABASE_URL set (a container deployment), the gateway password file in
+    ``broker_config_dir`` (the broker's configuration volume) is rewritten from the database,
+    and that broker reloads it itself (docker-compose.yml). None: the operator must."""
+    if settings.database_url is None:
+        from vitalvagt.stack import Stack
+
+        return Stack(settings).sync_broker_users
+    if broker_config_dir is None:
+        return None
+    url = settings.database_url.get_secret_value()
+
+    def write() -> None:
+        from simulator.fleet import write_gateway_passwords
+
+        write_gateway_passwords(url, broker_config_dir)
+
+    return write
+
+
 def _fleet(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
     from datetime import timedelta
 
-    from simulator.cohort import CohortSpec, GroupChoice, write_cohort
+    from simulator.cohort import CohortSpec, write_cohort
+    from simulator.cohort_format import GroupChoice
     from simulator.fleet_run import run_fleet
     from simulator.fleet_stats import FleetStats
     from vitalvagt.endpoints import database_url, gateway_broker
-    from vitalvagt.stack import Stack
 
     homes = args.homes
     if args.cohort is not None:
-        from simulator.cohort import read_info
+        from simulator.cohort_format import read_info
 
         homes = read_info(args.cohort).patients
     if not 0 <= args.ble_homes <= homes:
@@ -144,9 +168,8 @@ def _fleet(args: argparse.Namespace, settings: Settings) -> int:
             database_url=url, host=ep.host, port=ep.port, tls_ca=ep.tls_ca,
             cohort_dir=str(cohort_dir),
             speed=args.speed, max_connections=args.max_connections, progress=progress,
-            on_provisioned=(Stack(settings).sync_broker_users
-                            if settings.database_url is None else None),
-            ble_homes=args.ble_homes, settings=settings,
+            on_provisioned=broker_sync(settings, args.broker_config_dir),
+            ble_homes=args.ble_homes, settings=settings, continuous=args.continuous,
         )  # fmt: skip
     print(f"fleet done: {stats.homes} direct homes, {stats.readings_acked} readings in"
           f" {stats.messages_acked} messages acknowledged by the broker")
@@ -169,7 +192,8 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "home's readings over MQTT with its own credentials, accelerated by --speed and never "
         "ahead of the real clock. Needs the database and broker (the embedded stack, or "
         "VV_DATABASE_URL and VV_MQTT_HOST/PORT); after provisioning, the embedded broker is "
-        "reloaded, a container broker needs `broker config` and a SIGHUP.",
+        "reloaded; for a container broker, --broker-config-dir rewrites its gateway password "
+        "file (docker-compose.yml's broker reloads it), else run `broker config` and SIGHUP it.",
     )
     p.add_argument("--homes", type=_positive, default=20, metavar="N", help="number of homes")
     p.add_argument("--days", type=_positive, default=14, metavar="D", help="days of readings")
@@ -190,7 +214,51 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the first K homes publish through emulated BLE devices and the real "
                    "gateway code (own outbox, id and password each) instead of directly; "
                    "meant for a few tens of homes (default 0)")
+    p.add_argument("--continuous", type=_non_negative, default=0, metavar="C",
+                   help="C homes with an oximeter (COPD patients with the best saturation first) "
+                   "also stream continuous oximetry, about a reading a second, once the fleet "
+                   "runs in real time, as an oximeter worn at night does (default 0)")
+    p.add_argument("--broker-config-dir", type=Path, default=None, metavar="DIR",
+                   help="with VV_DATABASE_URL (a container broker): after provisioning, rewrite "
+                   "the gateway password file in DIR, the broker's configuration written by "
+                   "`vitalvagt broker config`, from the database; docker-compose.yml's broker "
+                   "reloads it when it changes")
     p.set_defaults(handler=_fleet)
+
+
+def _home(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from simulator.emulated_home import run_emulated_home
+
+    if args.measure_every_s < 1:
+        print("vitalvagt simulate home: --measure-every-s must be at least 1 (device clocks "
+              "tick in seconds)", file=sys.stderr)
+        return 2
+    asyncio.run(run_emulated_home(settings, measure_every_s=args.measure_every_s,
+                                  duration_s=args.duration_s,
+                                  say=lambda line: print(line, flush=True)))
+    return 0
+
+
+def _add_home(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "home",
+        help="run the real gateway against five emulated BLE devices in this process",
+        description="Run an emulated home until Ctrl-C or SIGTERM: five emulated Bluetooth "
+        "health devices (blood pressure with user slot 1, pulse oximeter, heart rate, scale "
+        "with user slot 1, thermometer) in this process, paired automatically and measuring "
+        "plausible values periodically, read by the unchanged gateway, which publishes to the "
+        "broker. Gateway id gw-emulated-1 unless VV_GATEWAY_ID is set, data in "
+        "<VV_STATE_DIR>/gateway-emulated unless VV_GATEWAY_DIR is set. Needs the broker: on "
+        "the embedded stack (`vitalvagt stack up`, no VV_MQTT_HOST / VV_MQTT_PASSWORD) the "
+        "gateway is provisioned automatically (new MQTT password, broker reloaded).",
+    )
+    p.add_argument("--measure-every-s", type=float, default=30.0, metavar="N",
+                   help="seconds between measurements of every device (default 30)")
+    p.add_argument("--duration-s", type=float, default=None, metavar="N",
+                   help="stop after N seconds (default: run until Ctrl-C)")
+    p.set_defaults(handler=_home)
 
 
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -205,3 +273,4 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     sub = simulate.add_subparsers(dest="simulate_command", required=True, metavar="SUBCOMMAND")
     _add_cohort(sub)
     _add_fleet(sub)
+    _add_home(sub)

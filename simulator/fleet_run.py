@@ -9,12 +9,18 @@ one's clock and sessions, and nothing builds on this module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from simulator.fleet import Fleet, FleetClock, provision_fleet
+from simulator.errors import SimulatorError
+from simulator.fleet import (
+    ContinuousStream,
+    Fleet,
+    FleetClock,
+    continuous_homes,
+    provision_fleet,
+)
 from simulator.fleet_stats import FleetStats
-from simulator.physiology import SimulatorError
 from vitalvagt.settings import Settings
 
 
@@ -23,7 +29,7 @@ def run_fleet(
     progress: Callable[[FleetStats], None] | None = None,
     on_provisioned: Callable[[], None] | None = None, max_connections: int = 200,
     ble_homes: int = 0, settings: Settings | None = None, ble_dir: Path | None = None,
-    tls_ca: str | Path | None = None,
+    tls_ca: str | Path | None = None, continuous: int = 0,
 ) -> FleetStats:  # fmt: skip
     """Provision the cohort's homes and publish them; returns when everything is acknowledged.
 
@@ -33,8 +39,12 @@ def run_fleet(
     The first ``ble_homes`` homes publish through emulated BLE devices and their own gateway
     (simulator/ble_fleet.py, gateway directories under ``ble_dir``); the rest directly.
     ``stats.homes`` counts the direct homes, ``stats.ble`` the BLE ones.
+
+    ``continuous`` of the direct homes (``continuous_homes``: COPD patients with an oximeter,
+    the best saturation first) also stream continuous oximetry, a reading a second, once the
+    clock is live.
     """
-    from simulator.cohort import iter_homes, read_info, read_patients
+    from simulator.cohort_format import iter_homes, read_events, read_info, read_patients
 
     info = read_info(cohort_dir)
     if not 0 <= ble_homes <= info.patients:
@@ -48,6 +58,12 @@ def run_fleet(
     homes = list(iter_homes(cohort_dir))
     start = datetime(info.start.year, info.start.month, info.start.day, tzinfo=UTC)
     clock = FleetClock(start, speed)
+    until = start + timedelta(days=info.days)
+    events = read_events(cohort_dir) if continuous else ()
+    streams = [
+        ContinuousStream(h, events, seed=info.seed, until=until)
+        for h in continuous_homes(homes[ble_homes:], continuous)
+    ]
     fleet = Fleet(
         homes[ble_homes:],
         passwords,
@@ -56,6 +72,7 @@ def run_fleet(
         clock=clock,
         max_connections=max_connections,
         tls_ca=tls_ca,
+        streams=streams,
     )
     if not ble_homes:
         return fleet.run(progress=progress)

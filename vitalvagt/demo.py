@@ -21,6 +21,15 @@ def _built(module: str) -> bool:
 # until Ctrl-C, not until the history is replayed.
 LIVE_DAYS = 30
 API_PORT, HEALTH_PORT = 8000, 9101  # preferred; a free port when taken
+# The demo's cohort (20 homes, the default --homes, and 14 days of history): the seed is
+# chosen so that a real simulated deterioration (an infection: fever of 38.9 and 38.6 C on
+# the last two mornings of sim-p00015) falls in the last two days of the history at any time
+# of day, so the alert engine opens an alert from it while the history is replayed, about a
+# minute in (measured: docs/simulation.md, "The demo"); seed 1, the fleet's default, has no
+# deterioration that opens one within two minutes. Nothing is planted.
+DEMO_SEED = 12
+# Homes whose oximeter streams continuously (a reading a second) once the fleet is live.
+CONTINUOUS_HOMES = 1
 
 
 def port_or_free(preferred: int) -> int:
@@ -36,7 +45,7 @@ def port_or_free(preferred: int) -> int:
 
 def demo_processes(
     *, homes: int, speed: float, history_days: int = 14, api_port: int = API_PORT,
-    health_port: int = HEALTH_PORT,
+    health_port: int = HEALTH_PORT, seed: int = DEMO_SEED,
 ) -> list[tuple[str, list[str]]]:  # fmt: skip
     """The component processes of the demo, in start order; only the built ones."""
     vv = [sys.executable, "-m", "vitalvagt.cli"]
@@ -46,23 +55,61 @@ def demo_processes(
         ("api", "api.cli", [*vv, "api", "serve", "--port", str(api_port)]),
         ("fleet", "simulator.fleet", [*vv, "simulate", "fleet", "--homes", str(homes),
                                       "--speed", str(speed), "--days", str(history_days),
-                                      "--live-days", str(LIVE_DAYS)]),
+                                      "--live-days", str(LIVE_DAYS), "--seed", str(seed),
+                                      "--continuous", str(CONTINUOUS_HOMES)]),
     ]
     return [(name, argv) for name, module, argv in wanted if _built(module)]
+
+
+# Continuous oximetry as the gateway stores it: SpO2 stamped by the gateway (PLX Continuous
+# has no device time); the cohort's spot-check oximeters all have clocks.
+_CONTINUOUS = "kind = 'spo2' AND time_source = 'gateway'"
 
 
 def _summary(database_url: str) -> str:
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        obs, patients, dead = conn.execute(
+        obs, patients, dead, recent = conn.execute(
             "SELECT (SELECT count(*) FROM observations),"
             " (SELECT count(DISTINCT patient_id) FROM observations),"
-            " (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL)"
+            " (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL),"
+            " (SELECT count(*) FROM observations WHERE ingested_at > now() - interval '10 s')"
         ).fetchone()
         alerts = conn.execute("SELECT count(*) FROM alerts WHERE state <> 'resolved'").fetchone()[0]
-    return (f"hub: {obs} readings stored for {patients} patients, {alerts} active alerts,"
-            f" {dead} dead letters")
+    return (f"hub: {obs} readings stored for {patients} patients (+{recent} in the last 10 s),"
+            f" {alerts} active alerts, {dead} dead letters")
+
+
+def continuous_patient(database_url: str) -> str | None:
+    """The patient whose oximeter streams continuously, once its first readings are stored."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            f"SELECT patient_id FROM observations WHERE {_CONTINUOUS}"
+            " ORDER BY measured_at DESC LIMIT 1"
+        ).fetchone()
+    return row[0] if row else None
+
+
+def where_to_look(*, api_port: int, health_port: int, mqtt_port: int, secrets: str) -> str:
+    """What the demo prints about where to watch it."""
+    api = f"http://127.0.0.1:{api_port}"
+    secret = f'json.load(open("{secrets}"))["vv-ingest"]'
+    password = f"$(python3 -c 'import json; print({secret})')"
+    return "\n".join([
+        "where to look:",
+        f"  API (OpenAPI docs): {api}/docs   ingest health: http://127.0.0.1:{health_port}/healthz",
+        f"  patients:           curl -H 'X-Vitalvagt-User: demo' {api}/patients",
+        f"  a patient's latest readings: curl -H 'X-Vitalvagt-User: demo'"
+        f" '{api}/patients/sim-p00001/observations?limit=10'",
+        "  active alerts:      vitalvagt alerts list",
+        f"  readings arriving over MQTT: mosquitto_sub -V mqttv5 -h 127.0.0.1 -p {mqtt_port}"
+        f' -u vv-ingest -P "{password}" -t "vv/v1/gw/+/obs"',
+        "  once the history is replayed (about a minute), one home's oximeter streams a reading"
+        " a second; its patient is printed then",
+    ])  # fmt: skip
 
 
 def run_demo(
@@ -72,15 +119,18 @@ def run_demo(
     speed: float,
     duration_s: float | None,
     history_days: int = 14,
+    seed: int = DEMO_SEED,
 ) -> int:
     stack = Stack(settings)
     stack.up()
     print(describe(stack.status()))
     api_port, health_port = port_or_free(API_PORT), port_or_free(HEALTH_PORT)
     procs = demo_processes(homes=homes, speed=speed, history_days=history_days,
-                           api_port=api_port, health_port=health_port)  # fmt: skip
+                           api_port=api_port, health_port=health_port, seed=seed)  # fmt: skip
     print(f"API: http://127.0.0.1:{api_port}/docs   ingest health:"
           f" http://127.0.0.1:{health_port}/healthz")
+    print(where_to_look(api_port=api_port, health_port=health_port,
+                        mqtt_port=stack.settings.mqtt_port, secrets=str(stack.paths.secrets)))
     if not procs:
         print("\nthe stack is up; no hub component is built yet, so there is nothing more to run.")
         print("stop it with `vitalvagt stack down` (data is kept).")
@@ -92,10 +142,15 @@ def run_demo(
             children.append((name, subprocess.Popen(argv)))
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_report = time.monotonic() + 10
+        streaming: str | None = None
         while deadline is None or time.monotonic() < deadline:
             if time.monotonic() >= next_report:
                 next_report += 10
                 print(_summary(stack.database_url()), flush=True)
+                if streaming is None and (streaming := continuous_patient(stack.database_url())):
+                    print(f"continuous oximetry from {streaming}, a reading a second: curl -H"
+                          f" 'X-Vitalvagt-User: demo' 'http://127.0.0.1:{api_port}/patients/"
+                          f"{streaming}/observations?kind=spo2&limit=10'", flush=True)
             for name, child in children:
                 if child.poll() is not None:
                     print(f"{name} stopped with exit code {child.returncode}", file=sys.stderr)

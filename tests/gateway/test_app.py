@@ -22,13 +22,16 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.app import GatewayApp, Notices
-from gateway.ble import BleManager, current_time_value, to_observations
+from gateway.ble import BleManager
+from gateway.ble_connect import backend_plugins, ble_backends
 from gateway.decoding import decode
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox
 from gateway.pairing import PairingList
 from gateway.publisher import ReceivedByHub
-from simulator.ble_devices import Home, Thermometer, WeightScale
+from gateway.readings import current_time_value, to_observations
+from simulator.ble_devices import Thermometer, WeightScale
+from simulator.ble_home import EmulatedHome
 from simulator.sig_encoders import (
     encode_bp,
     encode_hr,
@@ -41,7 +44,8 @@ from vitalvagt.kinds import Kind
 from vitalvagt.observation import BodySite, DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag
 from vitalvagt.settings import Settings
-from vitalvagt.tls import TlsFiles, ensure_certificates
+from vitalvagt.tls import ensure_certificates
+from vitalvagt.tls_files import TlsFiles
 from vitalvagt.wire import Command, CommandName
 
 pytestmark = pytest.mark.timeout(30)
@@ -362,8 +366,8 @@ def app_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def home() -> AsyncIterator[Home]:
-    async with Home([Thermometer(), WeightScale()]) as h:
+async def home() -> AsyncIterator[EmulatedHome]:
+    async with EmulatedHome([Thermometer(), WeightScale()]) as h:
         yield h
 
 
@@ -378,7 +382,7 @@ def command(name: CommandName, *, cid: uuid.UUID | None = None, **kw: str) -> Co
 
 
 async def test_commands_measure_again_duplicates_and_config_changed(
-    tmp_path: Path, home: Home
+    tmp_path: Path, home: EmulatedHome
 ) -> None:
     settings = app_settings(tmp_path)
     thermometer, scale = home.get(Thermometer), home.get(WeightScale)
@@ -416,7 +420,7 @@ async def test_commands_measure_again_duplicates_and_config_changed(
 
 
 async def test_a_device_out_of_range_is_read_again_when_it_returns(
-    tmp_path: Path, home: Home
+    tmp_path: Path, home: EmulatedHome
 ) -> None:
     thermometer = home.get(Thermometer)
     with PairingList(tmp_path / "gw" / "pairing.db") as pl:
@@ -450,7 +454,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_cli_pair_devices_and_notices(tmp_path: Path, home: Home) -> None:
+async def test_cli_pair_devices_and_notices(tmp_path: Path, home: EmulatedHome) -> None:
     spec = await home.link.serve_hci_tcp()
     scale = home.get(WeightScale)
     env = {
@@ -481,7 +485,7 @@ def test_a_tablet_without_bumble_runs_the_native_transport() -> None:
         "import sys, asyncio\n"
         "sys.modules['bumble'] = None  # not installed\n"
         "import gateway.app, gateway.ble, gateway.cli\n"
-        "from gateway.ble import ble_backends\n"
+        "from gateway.ble_connect import ble_backends\n"
         "async def main():\n"
         "    async with ble_backends('native') as backends:\n"
         "        assert backends == (None, None)\n"
@@ -490,6 +494,43 @@ def test_a_tablet_without_bumble_runs_the_native_transport() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+async def test_transport_plugins_are_found_by_entry_point_and_unknown_ones_named() -> None:
+    from simulator.bumble_client import BumbleClientBackend
+    from simulator.bumble_scanner import BumbleScannerBackend
+
+    assert "bumble" in backend_plugins()
+    async with ble_backends(" Bumble ") as backends:
+        assert backends == (BumbleScannerBackend, BumbleClientBackend)
+    for bad in ("bluez", "native:hci0", "bumble:"):
+        with pytest.raises(GatewayError, match="VV_BLE_TRANSPORT") as caught:
+            async with ble_backends(bad):
+                pass
+        if bad != "bumble:":
+            assert "'native'" in str(caught.value) and "'bumble'" in str(caught.value)
+
+
+def test_cli_run_and_pair_say_which_setting_is_missing_or_wrong(tmp_path: Path) -> None:
+    def bare(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        """The command with only these VV_ settings (none inherited from the test run)."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("VV_")}
+        return subprocess.run(
+            [sys.executable, "-m", "vitalvagt.cli", "gateway", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**base, "PYTHONWARNINGS": "ignore", **env},
+        )
+
+    env = {"VV_STATE_DIR": str(tmp_path), "VV_GATEWAY_DIR": str(tmp_path / "gw")}
+    proc = bare(env, "run", "--duration-s", "1")
+    assert proc.returncode == 2 and "VV_GATEWAY_ID is not set" in proc.stderr, proc.stderr
+    proc = bare({**env, "VV_GATEWAY_ID": "gw-run-1"}, "run", "--duration-s", "1")
+    assert proc.returncode == 2 and "set VV_MQTT_PASSWORD" in proc.stderr, proc.stderr
+    proc = bare({**env, "VV_BLE_TRANSPORT": "bluez"}, "pair", "--scan-s", "0.1")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "VV_BLE_TRANSPORT='bluez' is not a known BLE transport" in proc.stderr
 
 
 def test_cli_notices_show_the_hubs_receipt_and_what_the_outbox_lost(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from datetime import datetime
 
 import pytest
 
+from gateway.decoded import DecodedReading
 from gateway.decoders import (
-    DecodedReading,
     decode_blood_pressure,
     decode_heart_rate,
     decode_plx_continuous,

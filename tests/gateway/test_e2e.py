@@ -32,12 +32,12 @@ from simulator.ble_devices import (
     BloodPressureMonitor,
     Fault,
     HeartRateSensor,
-    Home,
     PulseOximeter,
     Thermometer,
     WeightScale,
     standard_devices,
 )
+from simulator.ble_home import EmulatedHome
 from simulator.sig_encoders import (
     encode_bp,
     encode_hr,
@@ -116,9 +116,9 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def home() -> AsyncIterator[Home]:
+async def home() -> AsyncIterator[EmulatedHome]:
     # The cuff accepts subscriptions only on an encrypted link: the gateway must bond.
-    async with Home(standard_devices(requires_bonding=True, seed=11)) as h:
+    async with EmulatedHome(standard_devices(requires_bonding=True, seed=11)) as h:
         yield h
 
 
@@ -137,7 +137,7 @@ def subscriber(stack: Stack, gateway_creds: tuple[str, str]):
 
 @pytest.fixture
 async def app(
-    stack: Stack, gateway_creds: tuple[str, str], tmp_path: Path, home: Home
+    stack: Stack, gateway_creds: tuple[str, str], tmp_path: Path, home: EmulatedHome
 ) -> AsyncIterator[GatewayApp]:
     gw, password = gateway_creds
     settings = Settings(
@@ -175,7 +175,7 @@ async def app(
         yield a
 
 
-async def measure_all(home: Home, at: datetime, *, seq: int = 0) -> list[Expected]:
+async def measure_all(home: EmulatedHome, at: datetime, *, seq: int = 0) -> list[Expected]:
     """Every device measures once; returns what the hub must receive."""
     cuff, oxi = home.get(BloodPressureMonitor), home.get(PulseOximeter)
     strap, scale, thermo = home.get(HeartRateSensor), home.get(WeightScale), home.get(Thermometer)
@@ -225,7 +225,7 @@ def as_expected(obs: Observation, window: tuple[datetime, datetime]) -> Expected
 
 
 async def test_every_reading_arrives_as_the_device_measured_it(
-    app: GatewayApp, home: Home, subscriber: Subscriber
+    app: GatewayApp, home: EmulatedHome, subscriber: Subscriber
 ) -> None:
     before = datetime.now(UTC)
     at = local_now() - timedelta(minutes=5)
@@ -255,7 +255,7 @@ async def test_every_reading_arrives_as_the_device_measured_it(
 
 
 async def test_link_drops_and_random_bytes_lose_nothing_and_duplicate_nothing(
-    app: GatewayApp, home: Home, subscriber: Subscriber, ingest: IngestService
+    app: GatewayApp, home: EmulatedHome, subscriber: Subscriber, ingest: IngestService
 ) -> None:
     cuff, scale, thermo = (
         home.get(BloodPressureMonitor),
@@ -326,7 +326,8 @@ async def test_commands_from_the_hub_over_the_broker(
 
 
 def test_run_emulated_publishes_a_whole_home(stack: Stack, tmp_path: Path) -> None:
-    """`vitalvagt gateway run --emulated` as an operator runs it, on the embedded stack."""
+    """`vitalvagt simulate home` (formerly `gateway run --emulated`) as an operator runs it,
+    on the embedded stack."""
     s = stack.settings
     watcher = connect(
         s.mqtt_port,
@@ -352,9 +353,8 @@ def test_run_emulated_publishes_a_whole_home(stack: Stack, tmp_path: Path) -> No
                 sys.executable,
                 "-m",
                 "vitalvagt.cli",
-                "gateway",
-                "run",
-                "--emulated",
+                "simulate",
+                "home",
                 "--measure-every-s",
                 "1",
                 "--duration-s",

@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from gateway.decoders import DECODERS, DecodedReading
+from gateway.decoded import DecodedReading
+from gateway.decoders import DECODERS
 from gateway.errors import DecodeError
 from gateway.profiles import decode_bp_flags56_bigendian
 from gateway.sig import SFLOAT_RAW, Buffer, Special

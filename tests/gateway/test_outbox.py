@@ -221,3 +221,23 @@ def test_a_second_process_cannot_open_the_same_outbox(tmp_path: Path) -> None:
         assert ob.add([reading(1)]) == 1  # the first one is unaffected
     with Outbox(tmp_path / "o") as ob:  # released on close
         assert ob.stats().pending == 2
+
+
+@pytest.mark.parametrize("batch_id", [None, "7:1-3"])
+def test_a_published_batch_is_the_wire_batch_of_the_stored_readings(
+    tmp_path: Path, batch_id: str | None
+) -> None:
+    """The publisher wraps the stored observations without re-encoding them; the bytes are
+    those the wire module makes for the same batch, and the hub's gate reads them back."""
+    from gateway.publisher import batch_payload
+    from vitalvagt.wire import decode_batch, encode, make_batch
+
+    readings = [reading(i) for i in range(3)]
+    sent_at = T0 + timedelta(hours=1, microseconds=250)
+    with Outbox(tmp_path / "o") as ob:
+        ob.add(readings)
+        (run,) = ob.read(10)
+        payload = batch_payload("gw-outbox", run.joined(0, run.count), sent_at, batch_id)
+    expected = make_batch("gw-outbox", readings, sent_at=sent_at, batch_id=batch_id)
+    assert payload == encode(expected)
+    assert decode_batch(payload, topic_gateway_id="gw-outbox", now=sent_at) == expected

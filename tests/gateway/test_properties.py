@@ -12,12 +12,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from gateway.decoded import DecodedReading
 from gateway.decoders import (
     BP_STATUS_BITS,
     PLX_DEVICE_STATUS_BITS,
     PLX_MEAS_STATUS_BITS,
     TEMPERATURE_TYPES,
-    DecodedReading,
 )
 from gateway.decoding import decode
 from gateway.sig import FLOAT_SPECIALS, SFLOAT_SPECIALS, Number, Special, float_parts, sfloat_parts

@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.cohort import (
+from simulator.cohort import CohortSpec, write_cohort
+from simulator.cohort_format import (
     CohortInfo,
-    CohortSpec,
     ObservationTable,
     PatientRecord,
     load_cohort,
     read_observation_table,
-    write_cohort,
 )
 from simulator.physiology import Calendar, Event, diurnal_offset
 
@@ -94,16 +93,31 @@ def analyse(path: Path) -> SimData:
     t_int = np.floor(t).astype(np.int64)
     addresses, seconds = table.device_address.tolist(), t_int.tolist()
     artefact = np.array([pair in marks for pair in zip(addresses, seconds, strict=True)], bool)
-    row_of = {key: i for i, key in enumerate(zip(addresses, seconds, table.kind.tolist(),
-                                                  strict=True))}
+    row_of = {
+        key: i for i, key in enumerate(zip(addresses, seconds, table.kind.tolist(), strict=True))
+    }
     in_event = np.zeros(len(table), bool)
     for e in cohort.events:
         if e.clinical:
             rows = pidx == index[e.patient_id]
             in_event |= rows & (t >= e.onset.timestamp()) & (t < e.end.timestamp() + 2 * 86400)
-    return SimData(path, info, cohort.patients, cohort.events, table, calendar, pidx, t, day,
-                   local_min, baseline, artefact, in_event, row_of,
-                   tuple(np.flatnonzero(pidx == p.index) for p in cohort.patients))
+    return SimData(
+        path,
+        info,
+        cohort.patients,
+        cohort.events,
+        table,
+        calendar,
+        pidx,
+        t,
+        day,
+        local_min,
+        baseline,
+        artefact,
+        in_event,
+        row_of,
+        tuple(np.flatnonzero(pidx == p.index) for p in cohort.patients),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,8 @@ import pytest
 from gateway.pairing import PAIRING_FILE, PairingList
 from ingest.service import IngestService
 from simulator.ble_fleet import VALUE_TOLERANCE, encode_reading, readings_of
-from simulator.cohort import (
-    CohortSpec,
-    GroupChoice,
-    ObservationRow,
-    iter_homes,
-    iter_observation_rows,
-    write_cohort,
-)
+from simulator.cohort import CohortSpec, write_cohort
+from simulator.cohort_format import GroupChoice, ObservationRow, iter_homes, iter_observation_rows
 from simulator.fleet_run import run_fleet
 from tests.conftest import stack_env
 from tests.mqtt import connect, received_observations
@@ -91,6 +85,7 @@ def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
             cohort_dir=str(cohort), speed=SPEED, on_provisioned=stack.sync_broker_users,
             ble_homes=BLE_HOMES, settings=stack.settings, ble_dir=tmp_path / "gateways",
         )  # fmt: skip
+
         def enough() -> bool:
             return len(got) >= len(ble_rows) and len(got_direct) >= len(direct)
 

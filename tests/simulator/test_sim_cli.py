@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from simulator import cli
-from simulator.cohort import DEFAULT_START, load_cohort
+from simulator.cohort import DEFAULT_START
+from simulator.cohort_format import load_cohort
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

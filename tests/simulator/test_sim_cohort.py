@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cohort import (
+from simulator.cohort import CohortSpec, write_cohort
+from simulator.cohort_format import (
     COHORT_FILE,
     EVENTS_FILE,
     FORMAT_VERSION,
     OBSERVATIONS_FILE,
     PATIENTS_FILE,
     CohortFormatError,
-    CohortSpec,
     GroupChoice,
     home_batches,
     iter_homes,
@@ -25,9 +25,8 @@ from simulator.cohort import (
     load_cohort,
     read_events,
     read_info,
-    write_cohort,
 )
-from simulator.physiology import SimulatorError
+from simulator.errors import SimulatorError
 from tests.simulator.conftest import SimData
 from vitalvagt.observation import Observation, stable_id
 from vitalvagt.wire import (
@@ -227,3 +226,22 @@ def test_unknown_format_version_and_missing_files_are_clear_errors(tmp_path: Pat
 def test_bad_cohort_spec(patients: int, days: int, seed: int) -> None:
     with pytest.raises(SimulatorError):
         CohortSpec(patients, days, seed)
+
+
+def test_device_types_are_the_cores_and_old_cohorts_still_load(small: Path, tmp_path: Path) -> None:
+    """The simulator uses vitalvagt.devices.DeviceType (issue 10); cohorts written before
+    generator 1.1.0 name the cuff "bp_monitor" in patients.jsonl and still load, as "bp"."""
+    from simulator.cohort_format import read_patients
+    from vitalvagt.devices import DeviceType
+
+    text = (small / PATIENTS_FILE).read_text()
+    assert '"type":"bp"' in text and "bp_monitor" not in text
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in (COHORT_FILE, EVENTS_FILE, OBSERVATIONS_FILE):
+        (old / name).write_bytes((small / name).read_bytes())
+    (old / PATIENTS_FILE).write_text(text.replace('"type":"bp"', '"type":"bp_monitor"'))
+    types = {d.type for p in read_patients(old) for d in p.devices}
+    assert DeviceType.BP in types and types <= set(DeviceType)
+    assert read_patients(old) == read_patients(small)
+    assert sum(1 for _ in iter_homes(old)) == SMALL.patients

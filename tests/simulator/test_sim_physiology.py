@@ -11,15 +11,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from simulator.errors import SimulatorError
+from simulator.parameters import DEFAULT_PARAMS, KIND_ORDER, VALUE_RANGE, Group, Normal
 from simulator.physiology import (
-    DEFAULT_PARAMS,
-    KIND_ORDER,
-    VALUE_RANGE,
     Calendar,
-    DeviceType,
-    Group,
-    Normal,
-    SimulatorError,
     device_address,
     diurnal_offset,
     draw_missed_days,
@@ -28,6 +23,7 @@ from simulator.physiology import (
     patient_id,
     simulate_patient,
 )
+from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import GATEWAY_ID_PATTERN
 
@@ -173,3 +169,31 @@ def test_event_times_are_utc_and_ordered() -> None:
             assert e.evident_at is None and e.device_address
     assert [e.event_id for e in sim.events] == sorted(e.event_id for e in sim.events)
     assert [e.onset for e in sim.events] == sorted(e.onset for e in sim.events)
+
+
+def test_continuous_oximetry_follows_the_patient_and_their_events() -> None:
+    """A reading a second around the patient's baseline, deterministic from its generator,
+    inside the device's range, and lower in SpO2 during a COPD exacerbation."""
+    from datetime import UTC, datetime, timedelta
+
+    from simulator.parameters import EventType
+    from simulator.physiology import ContinuousOximetry, Event
+
+    base = {Kind.SPO2: 93.0, Kind.PULSE: 80.0}
+    t0 = datetime(2025, 1, 6, 2, tzinfo=UTC)
+    seconds = [t0.timestamp() + i for i in range(3600)]
+    calm = ContinuousOximetry(np.random.default_rng(3), base).read(seconds)
+    again = ContinuousOximetry(np.random.default_rng(3), base).read(seconds)
+    assert all(np.array_equal(calm[k], again[k]) for k in calm)
+    for kind, values in calm.items():
+        lo, hi = VALUE_RANGE[kind]
+        assert values.min() >= lo and values.max() <= hi
+        assert np.all(values == np.round(values))  # the oximeter's 1 % and 1 /min
+        night = base[kind] + float(diurnal_offset(kind, 3.5))  # 03:00-04:00 in Copenhagen
+        assert abs(values.mean() - night) < 2.5
+    ill = Event("e1", "p", EventType.COPD_EXACERBATION, t0 - timedelta(days=3),
+                t0 - timedelta(hours=1), t0 + timedelta(days=5), 5.0, Kind.SPO2,
+                ((Kind.SPO2, -5.0), (Kind.PULSE, 10.0)))  # fmt: skip
+    sick = ContinuousOximetry(np.random.default_rng(3), base, [ill]).read(seconds)
+    assert sick[Kind.SPO2].mean() < calm[Kind.SPO2].mean() - 3
+    assert sick[Kind.PULSE].mean() > calm[Kind.PULSE].mean() + 6

@@ -13,19 +13,17 @@ import math
 import numpy as np
 import pytest
 
-from simulator.physiology import (
+from simulator.parameters import (
     DEFAULT_PARAMS,
     STATE_KINDS,
     ArtefactSpec,
-    DeviceType,
-    Event,
     EventSpec,
     EventType,
     Group,
-    diurnal_offset,
-    effect_profile,
 )
+from simulator.physiology import Event, diurnal_offset, effect_profile
 from tests.simulator.conftest import SimData
+from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import Kind
 
 P = DEFAULT_PARAMS
@@ -111,12 +109,12 @@ def test_device_noise_two_pulse_readings_in_one_session(sim: SimData) -> None:
     device noise only (the patient's level cancels)."""
     pulse = sim.kind(Kind.PULSE) & sim.clean
     ox = pulse & (sim.table.device_model == P.models[DeviceType.OXIMETER][0].name)
-    cuff = pulse & (sim.table.device_model == P.models[DeviceType.BP_MONITOR][0].name)
+    cuff = pulse & (sim.table.device_model == P.models[DeviceType.BP][0].name)
     i, j = _session_pairs(sim, ox, cuff)
     assert i.size > 10_000
     diff = sim.table.value[i] - sim.table.value[j]
     ox_sd = P.models[DeviceType.OXIMETER][0].reading_sd[Kind.PULSE]
-    cuff_sd = P.models[DeviceType.BP_MONITOR][0].reading_sd[Kind.PULSE]
+    cuff_sd = P.models[DeviceType.BP][0].reading_sd[Kind.PULSE]
     expected = math.sqrt(ox_sd**2 + cuff_sd**2 + 2 / 12)
     _within(float(diff.mean()), 0.0, 0.2, "mean oximeter - cuff pulse")
     _within(float(diff.std()) / expected, 1.0, 0.05, "sd of oximeter - cuff pulse")
@@ -134,7 +132,7 @@ def test_morning_blood_pressure_surge(sim: SimData) -> None:
               - diurnal_offset(Kind.BP_SYSTOLIC, sim.local_min[evening] / 60))
     assert diff.mean() > 5  # mmHg higher in the morning
     _within(float(diff.mean()), float(rhythm.mean()), 1.0, "morning - evening systolic")
-    noise = math.sqrt(2) * P.models[DeviceType.BP_MONITOR][0].reading_sd[Kind.BP_SYSTOLIC]
+    noise = math.sqrt(2) * P.models[DeviceType.BP][0].reading_sd[Kind.BP_SYSTOLIC]
     _within(float((diff - rhythm).std()) / noise, 1.0, 0.1, "sd of morning - evening systolic")
 
 
@@ -157,7 +155,7 @@ def test_day_to_day_variation(sim: SimData, kind: Kind) -> None:
 
 
 def test_values_are_plausible_and_at_device_resolution(sim: SimData) -> None:
-    from simulator.physiology import VALUE_RANGE
+    from simulator.parameters import VALUE_RANGE
     from vitalvagt.kinds import KIND_SPECS
 
     v = sim.table.value
@@ -238,7 +236,7 @@ def test_patients_who_stop(sim: SimData) -> None:
 
 
 def test_measuring_times_follow_the_schedule(sim: SimData) -> None:
-    bp = sim.table.device_model == P.models[DeviceType.BP_MONITOR][0].name
+    bp = sim.table.device_model == P.models[DeviceType.BP][0].name
     morning = bp & sim.kind(Kind.BP_SYSTOLIC) & (sim.local_min < 720)
     scheduled = np.array([sum(int(x) * f for x, f in zip(p.morning_local.split(":"),
                                                          (60, 1, 1 / 60), strict=True))

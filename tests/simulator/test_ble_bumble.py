@@ -19,16 +19,6 @@ from bleak.exc import BleakDeviceNotFoundError, BleakError
 from bleak.uuids import normalize_uuid_16
 from bleak_retry_connector import establish_connection
 
-from gateway.ble_bumble import (
-    BleakATTError,
-    BumbleCentral,
-    BumbleClientBackend,
-    BumbleScannerBackend,
-    BumbleTransportError,
-    backend_for,
-    bleak_client_class,
-    open_backends,
-)
 from simulator.ble_devices import (
     CLOCK_NEVER_SET,
     BloodPressureMonitor,
@@ -36,12 +26,21 @@ from simulator.ble_devices import (
     EmulatedDevice,
     Fault,
     HeartRateSensor,
-    Home,
     PulseOximeter,
     Thermometer,
     WeightScale,
     standard_devices,
 )
+from simulator.ble_home import EmulatedHome
+from simulator.bumble_adapter import BleakATTError, BumbleTransportError
+from simulator.bumble_backend import (
+    BumbleCentral,
+    backend_for,
+    bleak_client_class,
+    open_backends,
+)
+from simulator.bumble_client import BumbleClientBackend
+from simulator.bumble_scanner import BumbleScannerBackend
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -108,13 +107,13 @@ class Disconnects:
 
 
 @pytest.fixture
-async def home() -> AsyncIterator[Home]:
-    async with Home(standard_devices()) as h:
+async def home() -> AsyncIterator[EmulatedHome]:
+    async with EmulatedHome(standard_devices()) as h:
         yield h
 
 
 @pytest.fixture
-async def central(home: Home) -> AsyncIterator[BumbleCentral]:
+async def central(home: EmulatedHome) -> AsyncIterator[BumbleCentral]:
     async with home.central() as c:
         yield c
 
@@ -136,7 +135,7 @@ async def find(scanner: type[BumbleScannerBackend], device: EmulatedDevice) -> B
 
 
 async def test_scan_finds_the_five_devices_with_service_uuids_and_names(
-    home: Home, backends
+    home: EmulatedHome, backends
 ) -> None:
     scanner, _ = backends
     seen = await BleakScanner.discover(timeout=0.4, return_adv=True, backend=scanner)
@@ -156,7 +155,7 @@ async def test_scan_finds_the_five_devices_with_service_uuids_and_names(
         assert adv.rssi < 0
 
 
-async def test_detection_callback_and_service_filter(home: Home, backends) -> None:
+async def test_detection_callback_and_service_filter(home: EmulatedHome, backends) -> None:
     scanner, _ = backends
     names: set[str | None] = set()
     async with BleakScanner(
@@ -166,7 +165,9 @@ async def test_detection_callback_and_service_filter(home: Home, backends) -> No
     assert names == {home.get(HeartRateSensor).name}
 
 
-async def test_find_by_address_returns_none_for_a_silent_device(home: Home, backends) -> None:
+async def test_find_by_address_returns_none_for_a_silent_device(
+    home: EmulatedHome, backends
+) -> None:
     scanner, _ = backends
     scale = home.get(WeightScale)
     await scale.set_advertising(False)
@@ -181,7 +182,7 @@ async def test_find_by_address_returns_none_for_a_silent_device(home: Home, back
 @pytest.mark.parametrize(
     "kind", [BloodPressureMonitor, PulseOximeter, HeartRateSensor, WeightScale, Thermometer]
 )
-async def test_read_device_information_and_battery(home: Home, backends, kind) -> None:
+async def test_read_device_information_and_battery(home: EmulatedHome, backends, kind) -> None:
     scanner, client_backend = backends
     device = home.get(kind)
     async with BleakClient(await find(scanner, device), backend=client_backend) as client:
@@ -196,7 +197,7 @@ async def test_read_device_information_and_battery(home: Home, backends, kind) -
         assert await read(uuid16(0x2A19)) == b"\x0c"
 
 
-async def test_write_current_time_and_reject_a_wrong_length(home: Home, backends) -> None:
+async def test_write_current_time_and_reject_a_wrong_length(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     cuff = home.get(BloodPressureMonitor)
     async with BleakClient(await find(scanner, cuff), backend=client_backend) as client:
@@ -213,7 +214,7 @@ async def test_write_current_time_and_reject_a_wrong_length(home: Home, backends
         assert failure.value.error_code == 0x02
 
 
-async def test_heart_rate_strap_has_no_current_time(home: Home, backends) -> None:
+async def test_heart_rate_strap_has_no_current_time(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     strap = home.get(HeartRateSensor)
     async with BleakClient(await find(scanner, strap), backend=client_backend) as client:
@@ -235,7 +236,7 @@ async def test_heart_rate_strap_has_no_current_time(home: Home, backends) -> Non
     ids=["bp", "plx-spot", "plx-continuous", "hr", "hr-rr", "weight", "temperature"],
 )
 async def test_measurement_arrives_byte_for_byte(
-    home: Home, backends, kind, char: int, payload: bytes, mode: str
+    home: EmulatedHome, backends, kind, char: int, payload: bytes, mode: str
 ) -> None:
     scanner, client_backend = backends
     device = home.get(kind)
@@ -253,7 +254,7 @@ async def test_measurement_arrives_byte_for_byte(
         assert await inbox.quiet()
 
 
-async def test_five_devices_connected_at_once(home: Home, backends) -> None:
+async def test_five_devices_connected_at_once(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     payloads = {
         BloodPressureMonitor: BP,
@@ -285,7 +286,7 @@ async def test_five_devices_connected_at_once(home: Home, backends) -> None:
 # --------------------------------------------------------------------------- link faults
 
 
-async def test_device_drop_is_seen_and_reconnect_continues(home: Home, backends) -> None:
+async def test_device_drop_is_seen_and_reconnect_continues(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     thermometer = home.get(Thermometer)
     found = await find(scanner, thermometer)
@@ -305,7 +306,9 @@ async def test_device_drop_is_seen_and_reconnect_continues(home: Home, backends)
         assert await inbox.next() == TEMP
 
 
-async def test_drop_before_indication_delivers_once_after_reconnect(home: Home, backends) -> None:
+async def test_drop_before_indication_delivers_once_after_reconnect(
+    home: EmulatedHome, backends
+) -> None:
     scanner, client_backend = backends
     cuff = home.get(BloodPressureMonitor)
     found = await find(scanner, cuff)
@@ -325,7 +328,7 @@ async def test_drop_before_indication_delivers_once_after_reconnect(home: Home, 
     assert cuff.sent == [BP]
 
 
-async def test_drop_during_indication_repeats_the_reading(home: Home, backends) -> None:
+async def test_drop_during_indication_repeats_the_reading(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     scale = home.get(WeightScale)
     found = await find(scanner, scale)
@@ -346,7 +349,9 @@ async def test_drop_during_indication_repeats_the_reading(home: Home, backends) 
     assert inbox.values == [WEIGHT, WEIGHT]
 
 
-async def test_readings_taken_offline_arrive_in_order_after_connect(home: Home, backends) -> None:
+async def test_readings_taken_offline_arrive_in_order_after_connect(
+    home: EmulatedHome, backends
+) -> None:
     scanner, client_backend = backends
     cuff = home.get(BloodPressureMonitor)
     readings = [BP, BP[:-1] + b"\x00", BP[:-1] + b"\x01"]
@@ -359,7 +364,9 @@ async def test_readings_taken_offline_arrive_in_order_after_connect(home: Home, 
         await until(lambda: cuff.queued == [])
 
 
-async def test_random_bytes_fault_delivers_exactly_what_was_sent(home: Home, backends) -> None:
+async def test_random_bytes_fault_delivers_exactly_what_was_sent(
+    home: EmulatedHome, backends
+) -> None:
     scanner, client_backend = backends
     oximeter = home.get(PulseOximeter)
     inbox = Inbox()
@@ -373,7 +380,9 @@ async def test_random_bytes_fault_delivers_exactly_what_was_sent(home: Home, bac
         assert await inbox.next() == PLX_CONT
 
 
-async def test_out_of_range_is_a_link_loss_and_the_device_comes_back(home: Home, backends) -> None:
+async def test_out_of_range_is_a_link_loss_and_the_device_comes_back(
+    home: EmulatedHome, backends
+) -> None:
     scanner, client_backend = backends
     strap = home.get(HeartRateSensor)
     found = await find(scanner, strap)
@@ -397,7 +406,7 @@ async def test_unknown_address_is_device_not_found(central: BumbleCentral, backe
         await client.connect()
 
 
-async def test_connect_by_address_string_scans_first(home: Home, backends) -> None:
+async def test_connect_by_address_string_scans_first(home: EmulatedHome, backends) -> None:
     _, client_backend = backends
     oximeter = home.get(PulseOximeter)
     async with BleakClient(oximeter.address, backend=client_backend) as client:
@@ -410,7 +419,7 @@ async def test_connect_by_address_string_scans_first(home: Home, backends) -> No
 
 async def test_bonding_device_pairs_like_bluez_and_stays_bonded() -> None:
     cuff = BloodPressureMonitor(requires_bonding=True)
-    async with Home([cuff]) as home, home.central() as central:
+    async with EmulatedHome([cuff]) as home, home.central() as central:
         scanner, client_backend = central.backends()
         found = await find(scanner, cuff)
         inbox = Inbox()
@@ -432,7 +441,7 @@ async def test_bonding_device_pairs_like_bluez_and_stays_bonded() -> None:
 async def test_bonding_device_refuses_unencrypted_subscription() -> None:
     cuff = BloodPressureMonitor(requires_bonding=True)
     async with (
-        Home([cuff]) as home,
+        EmulatedHome([cuff]) as home,
         home.central(auto_pair_on_insufficient_security=False) as central,
     ):
         scanner, client_backend = central.backends()
@@ -450,7 +459,7 @@ async def test_bonding_device_refuses_unencrypted_subscription() -> None:
 async def test_pair_before_connect_bonds_first() -> None:
     cuff = BloodPressureMonitor(requires_bonding=True)
     async with (
-        Home([cuff]) as home,
+        EmulatedHome([cuff]) as home,
         home.central(auto_pair_on_insufficient_security=False) as central,
     ):
         scanner, client_backend = central.backends()
@@ -461,7 +470,7 @@ async def test_pair_before_connect_bonds_first() -> None:
 
 async def test_device_that_lost_its_bond_is_paired_again() -> None:
     cuff = BloodPressureMonitor(requires_bonding=True)
-    async with Home([cuff]) as home, home.central() as central:
+    async with EmulatedHome([cuff]) as home, home.central() as central:
         scanner, client_backend = central.backends()
         found = await find(scanner, cuff)
         async with BleakClient(found, backend=client_backend, pair=True):
@@ -478,7 +487,7 @@ async def test_device_that_lost_its_bond_is_paired_again() -> None:
 # --------------------------------------------------------------------------- integration
 
 
-async def test_service_filter_limits_discovery(home: Home, backends) -> None:
+async def test_service_filter_limits_discovery(home: EmulatedHome, backends) -> None:
     scanner, client_backend = backends
     cuff = home.get(BloodPressureMonitor)
     found = await find(scanner, cuff)
@@ -488,7 +497,7 @@ async def test_service_filter_limits_discovery(home: Home, backends) -> None:
 
 
 async def test_establish_connection_with_backend_keyword_and_client_class(
-    home: Home, backends
+    home: EmulatedHome, backends
 ) -> None:
     scanner, client_backend = backends
     cuff = home.get(BloodPressureMonitor)
@@ -506,7 +515,9 @@ async def test_establish_connection_with_backend_keyword_and_client_class(
         await client.disconnect()
 
 
-async def test_establish_connection_waits_for_a_device_that_wakes_up(home: Home, backends) -> None:
+async def test_establish_connection_waits_for_a_device_that_wakes_up(
+    home: EmulatedHome, backends
+) -> None:
     scanner, client_backend = backends
     scale = home.get(WeightScale)
     found = await find(scanner, scale)
@@ -529,7 +540,7 @@ def test_backend_for_selects_by_setting() -> None:
         backend_for("bumble:tcp-client:127.0.0.1:1")
 
 
-async def test_unbound_backend_uses_the_open_central(home: Home) -> None:
+async def test_unbound_backend_uses_the_open_central(home: EmulatedHome) -> None:
     scanner, client_backend = backend_for("bumble")
     with pytest.raises(BumbleTransportError):
         BleakScanner(backend=scanner)
@@ -541,7 +552,7 @@ async def test_unbound_backend_uses_the_open_central(home: Home) -> None:
             assert client.is_connected
 
 
-async def test_central_over_tcp_hci_transport(home: Home) -> None:
+async def test_central_over_tcp_hci_transport(home: EmulatedHome) -> None:
     spec = await home.link.serve_hci_tcp()
     thermometer = home.get(Thermometer)
     async with open_backends(f"bumble:{spec}") as (scanner, client_backend):
@@ -565,7 +576,7 @@ async def test_central_over_tcp_hci_transport(home: Home) -> None:
 async def test_central_against_devices_in_another_process() -> None:
     root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator.ble_devices", "--port", "0"],
+        [sys.executable, "-m", "simulator.ble_home_server", "--port", "0"],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
