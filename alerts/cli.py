@@ -62,6 +62,9 @@ def _change(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    from alerts.evaluate_cli import register as register_evaluate
+
+    register_evaluate(sub)  # `vitalvagt evaluate`, a top-level command
     p = sub.add_parser(
         "alerts", help="the alert engine: limits, missed measurements, life cycle",
         description="Alerts for the acute teams: readings beyond the patient's limits (red, "
