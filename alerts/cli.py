@@ -10,11 +10,13 @@ from vitalvagt.settings import Settings
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.ruleset import RULESETS
     from alerts.service import AlertService
     from vitalvagt.endpoints import database_url
 
     service = AlertService(database_url(settings), missed_hours=args.missed_hours,
-                           missed_every_s=args.missed_every_s)  # fmt: skip
+                           missed_every_s=args.missed_every_s,
+                           ruleset=RULESETS[args.rules])  # fmt: skip
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: service.stop())
     service.run()
@@ -77,6 +79,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                         "patients; check for missed measurements periodically.")  # fmt: skip
     r.add_argument("--missed-hours", type=float, default=36, help="silence that opens a blue alert")
     r.add_argument("--missed-every-s", type=float, default=300, help="missed-check period")
+    r.add_argument("--rules", choices=["full", "guideline"], default="full",
+                   help="the rule set (docs/clinical-rules.md): full (default: limits with"
+                   " persistence, personal trends, weight, NEWS2/TOBS, quality) or guideline"
+                   " (each reading against the group's fixed limits)")
     r.set_defaults(handler=_run)
     ls = cmds.add_parser(
         "list",

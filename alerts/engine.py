@@ -5,7 +5,8 @@ Ingest writes a row of ``alert_work`` per patient and batch, naming the readings
 in the transaction that stores them (vitalvagt/db/migrations/0007_alert_work.sql). The
 engine takes rows in order with ``FOR UPDATE SKIP LOCKED`` (two engines share the work),
 serialises each patient with an advisory lock, evaluates exactly those readings against the
-patient's history (``alerts.live``, the same rules as offline), writes the alerts and their
+patient's history (``alerts.live``: the rule set's ``evaluate_new``, the same code as
+``vitalvagt evaluate``), writes the alerts and their
 transitions, and deletes the rows, all in one transaction: after a crash nothing is missed
 and nothing doubled. A reading that arrived late is evaluated like any other; its alert says
 how late it was.
@@ -27,12 +28,13 @@ import psycopg
 
 from alerts.live import Candidate, PatientReadings, candidates
 from alerts.rules import Limits, Severity, missed_message
+from alerts.ruleset import FULL, RuleSet
+from alerts.series import PatientContext
 from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.kinds import Kind
 
 log = logging.getLogger(__name__)
 
-HISTORY = timedelta(days=30)  # what the rules see of a patient before the new readings
 WORK_ROWS = 200  # units of work taken per transaction
 LOCK_SPACE = 0x5641  # advisory-lock name space of the engine ("VA"), with hashtext(patient)
 SEVERITY_RANK = {Severity.RED.value: 0, Severity.YELLOW.value: 1, Severity.BLUE.value: 2}
@@ -67,11 +69,13 @@ def limits_of(
 
 
 def process_work(
-    conn: psycopg.Connection, *, limit: int = WORK_ROWS, now: datetime | None = None
+    conn: psycopg.Connection,
+    *,
+    limit: int = WORK_ROWS,
+    ruleset: RuleSet = FULL,
 ) -> WorkResult:
     """Take up to ``limit`` units of work, evaluate them and commit. Returns what it did;
     ``units == 0`` means there was no work (or all of it is being done by another engine)."""
-    now = now or datetime.now(UTC)
     result = WorkResult()
     with conn.transaction():
         rows = conn.execute(
@@ -86,17 +90,17 @@ def process_work(
             work.setdefault(row[1], []).append(row)
         for patient_id in sorted(work):  # one order for every engine: no deadlock
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SPACE, patient_id))
-            _evaluate_patient(conn, patient_id, work[patient_id], now, result)
+            _evaluate_patient(conn, patient_id, work[patient_id], ruleset, result)
         conn.execute("DELETE FROM alert_work WHERE id = ANY(%s)", ([r[0] for r in rows],))
         result.units = len(rows)
     return result
 
 
-def drain(conn: psycopg.Connection, *, now: datetime | None = None) -> WorkResult:
+def drain(conn: psycopg.Connection, *, ruleset: RuleSet = FULL) -> WorkResult:
     """Process work until none is left (catching up after a restart)."""
     total = WorkResult()
     while True:
-        r = process_work(conn, now=now)
+        r = process_work(conn, ruleset=ruleset)
         if r.units == 0:
             return total
         for name in ("units", "readings", "opened", "updated", "notices", "cleared"):
@@ -107,29 +111,35 @@ def _evaluate_patient(
     conn: psycopg.Connection,
     patient_id: str,
     units: list[tuple[Any, ...]],
-    now: datetime,
+    ruleset: RuleSet,
     result: WorkResult,
 ) -> None:
     patient = conn.execute(
-        "SELECT team_id, patient_group::text, active FROM patients WHERE id = %s", (patient_id,)
+        "SELECT team_id, patient_group::text, active, spo2_scale2, on_oxygen FROM patients"
+        " WHERE id = %s",
+        (patient_id,),
     ).fetchone()
     if patient is None or not patient[2]:
         return  # deactivated meanwhile: its readings are stored, nobody is to be alerted
-    team_id = patient[0]
+    team_id, group, _, scale2, oxygen = patient
     ids = [i for u in units for i in u[2]]
     frm, to = min(u[3] for u in units), max(u[4] for u in units)
     history = conn.execute(
         "SELECT id, measured_at, ingested_at, kind, value, flags FROM observations"
-        " WHERE patient_id = %s AND measured_at >= %s AND measured_at <= %s"
-        " ORDER BY measured_at, id",
-        (patient_id, frm - HISTORY, to),
+        " WHERE patient_id = %s AND measured_at >= %s AND measured_at <= %s",
+        (patient_id, frm - timedelta(days=ruleset.history_days + 1), to),
     ).fetchall()
     readings = PatientReadings.from_rows(history, new_ids=set(ids))
     result.readings += int(readings.new.sum())
-    limits = {Kind(k): v for (_, k), v in limits_of(conn, [patient_id]).items()}
-    for candidate in candidates(readings, limits):
-        _apply(conn, patient_id, team_id, candidate, now, result)
-    _clear_recovered(conn, patient_id, readings, limits, result)
+    own = {Kind(k): v for (_, k), v in limits_of(conn, [patient_id]).items()}
+    ctx = PatientContext(group=group, spo2_scale2=scale2, on_oxygen=oxygen, limits=own)
+    for candidate in candidates(readings, ctx, ruleset):
+        # In reading order, as offline: an alert whose condition was seen gone before this
+        # finding clears first, and the finding opens a new one.
+        _clear_gone(conn, patient_id, readings, ruleset, result,
+                    rule=candidate.rule, before=candidate.measured_at)  # fmt: skip
+        _apply(conn, patient_id, team_id, candidate, result)
+    _clear_gone(conn, patient_id, readings, ruleset, result, rule=None, before=None)
     missed = conn.execute(
         "SELECT id FROM alerts WHERE patient_id = %s AND rule = 'missed' AND state <> 'resolved'",
         (patient_id,),
@@ -152,7 +162,6 @@ def _apply(
     patient_id: str,
     team_id: str,
     c: Candidate,
-    now: datetime,
     result: WorkResult,
 ) -> None:
     message = c.message + _late_note(c.late_s)
@@ -188,9 +197,9 @@ def _apply(
         " measured_at = CASE WHEN %s THEN %s ELSE measured_at END,"
         " message = CASE WHEN %s THEN %s ELSE message END,"
         " late_s = CASE WHEN %s THEN %s ELSE late_s END WHERE id = %s",
-        (c.severity.value if raised else severity, newer or raised, c.value,
-         newer or raised, c.observation_id, newer or raised, c.measured_at,
-         newer or raised, message, newer or raised, c.late_s, alert_id),
+        (c.severity.value if raised else severity, newer, c.value,
+         newer, c.observation_id, newer, c.measured_at,
+         newer, message, newer, c.late_s, alert_id),
     )  # fmt: skip
     if raised:
         # Severity rises while open; a snoozed alert stays snoozed (its time is respected).
@@ -201,29 +210,35 @@ def _apply(
     result.updated += 1
 
 
-def _clear_recovered(
+def _clear_gone(
     conn: psycopg.Connection,
     patient_id: str,
     readings: PatientReadings,
-    limits: dict[Kind, Limits],
+    ruleset: RuleSet,
     result: WorkResult,
+    *,
+    rule: str | None,
+    before: datetime | None,
 ) -> None:
-    """A limit alert nobody has acknowledged clears itself when the kind's last
-    ``CLEAR_AFTER`` reliable readings, all measured after the alert's and arrived after it
-    opened, are inside the limits (docs/clinical-rules.md)."""
+    """Auto-clear, the model ``vitalvagt evaluate`` counts with (alerts/replay.py,
+    docs/clinical-rules.md): an open or acknowledged alert clears itself when its rule has not
+    fired for ``RuleSet.clear_hours`` and a reliable reading arrived after that time (before
+    ``before``, when given) without it firing. Silence alone clears nothing; a snoozed alert
+    waits for its snooze; ``rule``: only that rule's alert."""
     rows = conn.execute(
         # Not one opened in this transaction (now() is its start): an alert stays open at
         # least until readings arrive after it, so a bad reading in a backlog is seen.
-        "SELECT id, kind, measured_at FROM alerts WHERE patient_id = %s AND state = 'open'"
-        " AND rule LIKE 'limit:%%' AND opened_at < now()",
-        (patient_id,),
+        "SELECT id, rule, measured_at FROM alerts WHERE patient_id = %s"
+        " AND state IN ('open', 'acknowledged') AND category <> 'missed'"
+        " AND measured_at IS NOT NULL AND opened_at < now()"
+        " AND (%s::text IS NULL OR rule = %s)",
+        (patient_id, rule, rule),
     ).fetchall()
-    for alert_id, kind, measured_at in rows:
-        if kind is None or Kind(kind) not in limits:
-            continue
-        if readings.recovered(Kind(kind), limits[Kind(kind)], after=measured_at):
-            lifecycle.resolve(conn, alert_id, by=lifecycle.ENGINE,
-                              note="cleared: back inside the limits")  # fmt: skip
+    for alert_id, alert_rule, last_fired in rows:
+        hours = ruleset.clear_hours(alert_rule)
+        if readings.reliable_between(last_fired + timedelta(hours=hours), before):
+            note = f"cleared: the rule has not fired for {hours:g} hours"
+            lifecycle.resolve(conn, alert_id, by=lifecycle.ENGINE, note=note)
             result.cleared += 1
 
 

@@ -18,6 +18,7 @@ import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from alerts.engine import WorkResult, check_missed, drain
+from alerts.ruleset import FULL, RuleSet
 from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.db.connect import DatabaseUnavailable, Outage, connect
 from vitalvagt.db.notify import CHANNEL
@@ -30,8 +31,16 @@ SNOOZE_SWEEP_S = 15.0  # a snooze ends at most this late
 
 
 class AlertService:
-    def __init__(self, database_url: str, *, missed_hours: float, missed_every_s: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        missed_hours: float,
+        missed_every_s: float,
+        ruleset: RuleSet = FULL,
+    ) -> None:
         self.database_url = database_url
+        self.ruleset = ruleset
         self.missed_hours = missed_hours
         self.missed_every_s = missed_every_s
         self._stop = threading.Event()
@@ -84,13 +93,13 @@ class AlertService:
         with connect(self.database_url) as listen, connect(self.database_url) as work:
             listen_for_readings(listen)
             outage.recovered()
-            self._report(drain(work), "caught up")
+            self._report(drain(work, ruleset=self.ruleset), "caught up")
             log.info("alerts: listening on %s", CHANNEL)
             while not self._stop.is_set():
                 # Woken by a NOTIFY, or every POLL_S: the work rows are the record.
                 for _ in listen.notifies(timeout=POLL_S, stop_after=1):
                     pass
-                self._report(drain(work), "evaluated")
+                self._report(drain(work, ruleset=self.ruleset), "evaluated")
 
     @staticmethod
     def _report(result: WorkResult, what: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from alerts.engine import check_missed, drain
 from alerts.rules import Limits, Severity, classify, evaluate_reading, limit_message
+from alerts.ruleset import GUIDELINE
 from alerts.service import AlertService
 from tests.ingest.conftest import add_home
 from vitalvagt.db.alert_lifecycle import acknowledge, resolve
@@ -64,8 +65,9 @@ def _reading(conn: psycopg.Connection, patient: str, gw: str, kind: str, value: 
 
 def evaluate(conn: psycopg.Connection, _patients: list[str]):  # type: ignore[no-untyped-def]
     """The engine's catch-up: every unit of work waiting (the tests' patients' and any left
-    by earlier tests)."""
-    return drain(conn)
+    by earlier tests), with the guideline rules: these tests are about the mechanics, one
+    reading against fixed limits."""
+    return drain(conn, ruleset=GUIDELINE)
 
 
 def _alerts(conn: psycopg.Connection, patient: str) -> list[tuple]:
@@ -77,7 +79,7 @@ def _alerts(conn: psycopg.Connection, patient: str) -> list[tuple]:
 @pytest.mark.stack
 def test_one_active_alert_per_patient_and_rule(stack: Stack, registry: psycopg.Connection) -> None:
     gw, _, p = add_home(registry, stack, "alert-limit")
-    drain(registry)  # work left by earlier tests is not this test's
+    drain(registry, ruleset=GUIDELINE)  # work left by earlier tests is not this test's
     _reading(registry, p, gw, "spo2", 87, NOW - timedelta(minutes=30))
     assert evaluate(registry, [p]).opened == 1
     assert _alerts(registry, p) == [("limit:spo2", "yellow", "open", 1)]
@@ -103,7 +105,7 @@ def test_one_active_alert_per_patient_and_rule(stack: Stack, registry: psycopg.C
 @pytest.mark.stack
 def test_unreliable_reading_and_patient_limits(stack: Stack, registry: psycopg.Connection) -> None:
     gw, _, p = add_home(registry, stack, "alert-own")
-    drain(registry)  # work left by earlier tests is not this test's
+    drain(registry, ruleset=GUIDELINE)  # work left by earlier tests is not this test's
     _reading(registry, p, gw, "spo2", 80, NOW - timedelta(minutes=5), ["sensor_displaced"])
     assert evaluate(registry, [p]).opened == 0
     _reading(registry, p, gw, "spo2", 86, NOW - timedelta(minutes=1))
@@ -116,7 +118,7 @@ def test_unreliable_reading_and_patient_limits(stack: Stack, registry: psycopg.C
     assert evaluate(registry, [p]).opened == 0
     # No clinical alert; the unreliable 80 % is a quality notice asking for a new measurement
     # (issue 11: device quality).
-    assert _alerts(registry, p) == [("quality:spo2", "blue", "open", 1)]
+    assert _alerts(registry, p) == [("quality:spo2", "yellow", "open", 1)]
 
 
 @pytest.mark.stack
@@ -124,7 +126,7 @@ def test_missed_measurements_open_blue_and_resolve_on_reading(
     stack: Stack, registry: psycopg.Connection
 ) -> None:
     gw, _, p = add_home(registry, stack, "alert-missed")
-    drain(registry)  # work left by earlier tests is not this test's
+    drain(registry, ruleset=GUIDELINE)  # work left by earlier tests is not this test's
     registry.execute(
         "UPDATE gateways SET created_at = now() - interval '5 days' WHERE id = %s", (gw,)
     )
@@ -140,8 +142,9 @@ def test_missed_measurements_open_blue_and_resolve_on_reading(
 @pytest.mark.stack
 def test_service_reacts_to_ingest_notify(stack: Stack, registry: psycopg.Connection) -> None:
     gw, _, p = add_home(registry, stack, "alert-notify")
-    drain(registry)  # work left by earlier tests is not this test's
-    service = AlertService(stack.database_url(), missed_hours=36, missed_every_s=3600)
+    drain(registry, ruleset=GUIDELINE)  # work left by earlier tests is not this test's
+    service = AlertService(stack.database_url(), missed_hours=36, missed_every_s=3600,
+                           ruleset=GUIDELINE)  # fmt: skip
     thread = threading.Thread(target=service.run)
     thread.start()
     try:

@@ -1,6 +1,8 @@
 """Every reading is evaluated exactly once (issue 11): ingest's units of work, the engine's
 catch-up after a restart or a SIGKILL, two engines sharing the work, late readings,
-snoozes. Against the real broker, ingest and database."""
+snoozes. Against the real broker, ingest and database. The mechanics are tested with the
+guideline rules (one reading against fixed limits), whose findings are easy to foresee;
+tests/alerts/test_live_rules.py runs the full set through the same engine."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 
 from alerts.engine import drain, process_work
+from alerts.ruleset import GUIDELINE
 from tests.conftest import stack_env
 from tests.ingest.conftest import (
     add_home,
@@ -80,12 +83,12 @@ def test_a_bad_reading_early_in_a_backlog_opens_its_alert(
     """Defect: only the latest reading per kind was evaluated, so SpO2 80 followed ten
     minutes later by 95 in one batch opened nothing."""
     gw, pw, p = add_home(registry, stack, "wq-backlog")
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     now = datetime.now(UTC).replace(microsecond=0)
     _send(stack, gw, pw, [_spo2(gw, 80, now - timedelta(minutes=20)),
                           _spo2(gw, 95, now - timedelta(minutes=10))])  # fmt: skip
     _stored(registry, p, 2)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     assert _alerts(registry, p) == [("limit:spo2", "red", "open", 1)]
 
 
@@ -96,12 +99,12 @@ def test_a_red_reading_three_days_late_opens_and_says_how_late(
     days that then delivered a red reading raised nothing. A 3-day backlog with the red
     reading in its middle."""
     gw, pw, p = add_home(registry, stack, "wq-late")
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
     backlog = [_spo2(gw, 95 if i != 36 else 82, start + timedelta(hours=i)) for i in range(72)]
     _send(stack, gw, pw, backlog)
     _stored(registry, p, 72)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     assert _alerts(registry, p) == [("limit:spo2", "red", "open", 1)]
     late_s, message, measured = registry.execute(
         "SELECT late_s, message, measured_at FROM alerts WHERE patient_id = %s", (p,)
@@ -117,23 +120,23 @@ def test_a_resolved_alert_does_not_reopen_on_the_reading_already_handled(
     """Defect: after `resolve`, any later evaluation (a reading of another kind, an engine
     restart) opened the alert again on the same old reading."""
     gw, pw, p = add_home(registry, stack, "wq-resolved")
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     now = datetime.now(UTC).replace(microsecond=0)
     _send(stack, gw, pw, [_spo2(gw, 83, now - timedelta(minutes=30))])
     _stored(registry, p, 1)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     (alert_id, *_), = registry.execute(
         "SELECT id FROM alerts WHERE patient_id = %s", (p,)
     ).fetchall()  # fmt: skip
     assert lifecycle.resolve(registry, alert_id, by="nurse-ida", note="called; sensor on wrong")
     _send(stack, gw, pw, [_pulse(gw, 72, now - timedelta(minutes=5))])  # another kind
     _stored(registry, p, 2)
-    drain(registry)
-    drain(registry)  # as after a restart
+    drain(registry, ruleset=GUIDELINE)
+    drain(registry, ruleset=GUIDELINE)  # as after a restart
     assert _alerts(registry, p) == [("limit:spo2", "red", "resolved", 1)]
     _send(stack, gw, pw, [_spo2(gw, 84, now - timedelta(minutes=1))])  # a NEW bad reading
     _stored(registry, p, 3)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     assert _alerts(registry, p)[-1] == ("limit:spo2", "red", "open", 1)
     steps = [(t.from_state, t.to_state, t.reason) for t in lifecycle.history(registry, alert_id)]
     assert steps == [(None, "open", "opened"), ("open", "resolved", "resolved")]
@@ -143,7 +146,7 @@ def test_two_near_simultaneous_readings_give_one_alert_with_two_engines(
     stack: Stack, registry: psycopg.Connection
 ) -> None:
     gw, pw, p = add_home(registry, stack, "wq-twin")
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     now = datetime.now(UTC).replace(microsecond=0)
     urls = [stack.database_url()] * 2
     stop = threading.Event()
@@ -151,7 +154,7 @@ def test_two_near_simultaneous_readings_give_one_alert_with_two_engines(
     def engine(url: str) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while not stop.is_set():
-                if process_work(conn).units == 0:
+                if process_work(conn, ruleset=GUIDELINE).units == 0:
                     time.sleep(0.005)
 
     engines = [threading.Thread(target=engine, args=(u,)) for u in urls]
@@ -175,18 +178,18 @@ def test_a_snooze_is_respected_then_the_alert_is_back(
     stack: Stack, registry: psycopg.Connection
 ) -> None:
     gw, pw, p = add_home(registry, stack, "wq-snooze")
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     now = datetime.now(UTC).replace(microsecond=0)
     _send(stack, gw, pw, [_spo2(gw, 87, now - timedelta(minutes=20))])
     _stored(registry, p, 1)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     (alert_id,) = registry.execute("SELECT id FROM alerts WHERE patient_id = %s", (p,)).fetchone()
     until = datetime.now(UTC) + timedelta(hours=1)
     assert lifecycle.snooze(registry, alert_id, by="nurse-ida", until=until, note="calls back")
     # A worse reading while snoozed: the alert records it and rises, but stays snoozed.
     _send(stack, gw, pw, [_spo2(gw, 83, now - timedelta(minutes=5))])
     _stored(registry, p, 2)
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     assert _alerts(registry, p) == [("limit:spo2", "red", "snoozed", 2)]
     # Not in the triage list while snoozed.
     assert all(a["id"] != alert_id for a in lifecycle.triage(registry, team_ids=["team-test"]))
@@ -206,11 +209,21 @@ def test_engine_killed_mid_stream_misses_and_doubles_nothing(
     and started again. Each reading is evaluated exactly once: every patient ends with one
     alert whose trigger count is exactly their number of readings."""
     homes = [add_home(registry, stack, f"wq-kill{i}") for i in range(20)]
-    drain(registry)
+    drain(registry, ruleset=GUIDELINE)
     per_home = 1_000
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
     env = stack_env(stack)
-    argv = [sys.executable, "-m", "vitalvagt.cli", "alerts", "run", "--missed-every-s", "3600"]
+    argv = [
+        sys.executable,
+        "-m",
+        "vitalvagt.cli",
+        "alerts",
+        "run",
+        "--missed-every-s",
+        "3600",
+        "--rules",
+        "guideline",
+    ]
 
     def publish_all() -> None:
         for gw, pw, _ in homes:
