@@ -16,17 +16,22 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alerts.evaluate_input import PatientData, read_cohort, read_csv_input
-from alerts.replay import replay_patient
-from alerts.ruleset import RULESETS, RuleSet
-from alerts.scoring import Score, new_score, score_patient
 from vitalvagt.settings import Settings
+
+if TYPE_CHECKING:  # the rules need numpy; `vitalvagt` builds its parser without it
+    from alerts.evaluate_input import PatientData
+    from alerts.ruleset import RuleSet
+    from alerts.scoring import Score
 
 
 def run(patients: list[PatientData], ruleset: RuleSet, *, chunking: str = "all",
         alerts_out: csv.writer | None = None) -> tuple[Score, float]:  # fmt: skip
     """Score one rule set over all patients; returns the score and the seconds taken."""
+    from alerts.replay import replay_patient
+    from alerts.scoring import new_score, score_patient
+
     score = new_score(ruleset.name)
     began = time.perf_counter()
     for p in patients:
@@ -74,6 +79,9 @@ def table(scores: list[Score]) -> str:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.evaluate_input import read_cohort, read_csv_input
+    from alerts.ruleset import RULESETS
+
     if args.cohort is None and (args.observations is None or args.patients is None):
         print("vitalvagt evaluate: give --cohort DIR, or --observations F and --patients F",
               file=sys.stderr)
