@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+from datetime import UTC, datetime, timedelta
 
 from vitalvagt.settings import Settings
 
@@ -49,12 +50,17 @@ def _change(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from alerts.errors import AlertNotFound
-    from vitalvagt.db.alert_lifecycle import acknowledge, resolve
+    from vitalvagt.db.alert_lifecycle import acknowledge, resolve, snooze
     from vitalvagt.endpoints import database_url
 
     with psycopg.connect(database_url(settings), autocommit=True) as conn:
-        fn = acknowledge if args.alerts_command == "ack" else resolve
-        if not fn(conn, args.alert_id, by=args.by, note=args.note):
+        if args.alerts_command == "snooze":
+            until = datetime.now(UTC) + timedelta(minutes=args.minutes)
+            done = snooze(conn, args.alert_id, by=args.by, until=until, note=args.note)
+        else:
+            fn = acknowledge if args.alerts_command == "ack" else resolve
+            done = fn(conn, args.alert_id, by=args.by, note=args.note)
+        if not done:
             raise AlertNotFound(args.alert_id, args.alerts_command)
         conn.execute("INSERT INTO audit_log (actor, action, detail) VALUES (%s, %s, %s)",
                      (args.by, f"{args.alerts_command}_alert",
@@ -92,9 +98,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--team", default=None, help="only this acute team")
     ls.add_argument("--all", action="store_true", help="include resolved alerts")
     ls.set_defaults(handler=_list)
-    for name, text in (("ack", "acknowledge an open alert"), ("resolve", "resolve an alert")):
+    for name, text in (("ack", "acknowledge an open or snoozed alert"),
+                       ("snooze", "snooze an alert: no alert or notification until then"),
+                       ("resolve", "resolve an alert")):  # fmt: skip
         c = cmds.add_parser(name, help=text, description=f"{text.capitalize()}; audit-logged.")
         c.add_argument("alert_id", type=int)
         c.add_argument("--by", required=True, help="who (staff id)")
-        c.add_argument("--note", default=None, help="what was done")
+        c.add_argument("--note", default=None, help="what was done, or why")
+        if name == "snooze":
+            c.add_argument("--minutes", type=float, required=True,
+                           help="how long; then the alert is open again")  # fmt: skip
         c.set_defaults(handler=_change)
