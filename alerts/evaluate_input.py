@@ -33,7 +33,12 @@ from vitalvagt.quality import UNRELIABLE, Flag
 
 CLINICAL_TYPES = frozenset({"copd_exacerbation", "hf_decompensation", "infection", "dehydration"})
 ARTEFACT_TYPES = frozenset({"oximeter_motion", "oximeter_low_perfusion", "loose_cuff",
-                            "clothes_on_scale", "other_user_on_scale"})  # fmt: skip
+                            "clothes_on_scale", "other_user_on_scale",
+                            "oximeter_spurious_low"})  # fmt: skip
+# Benign look-alikes (the simulator's hard variant): the patient changes but needs nothing;
+# not clinical, so an alert during one counts as a false alert.
+BENIGN_TYPES = frozenset({"benign_fever", "weight_drift"})
+KNOWN_TYPES = CLINICAL_TYPES | ARTEFACT_TYPES | BENIGN_TYPES
 COHORT_FORMAT, COHORT_VERSION = "vitalvagt-sim-cohort", 1
 _FLAGS = {f.value: f for f in Flag}
 _UNRELIABLE = frozenset(f.value for f in UNRELIABLE)
@@ -195,9 +200,9 @@ def read_events_csv(path: Path, patients: dict[str, PatientData], *,
                 raise InputError(f"{_where(path, line)}: patient {r['patient_id']!r} is not in "
                                  "the patients file")  # fmt: skip
             typ = r["type"].strip()
-            if typ not in CLINICAL_TYPES | ARTEFACT_TYPES:
+            if typ not in KNOWN_TYPES:
                 raise InputError(f"{_where(path, line)}: event type {typ!r} is not one of "
-                                 f"{', '.join(sorted(CLINICAL_TYPES | ARTEFACT_TYPES))}")
+                                 f"{', '.join(sorted(KNOWN_TYPES))}")
             clinical = typ in CLINICAL_TYPES
             onset = _time(r["onset"], path, line, "onset")
             ev = r[evident].strip()

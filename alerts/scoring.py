@@ -8,7 +8,8 @@
   count takes only alerts that OPENED in the window (lead: evident minus that opening);
   both are reported.
 - A clinical alert is false when it opened outside [onset - 1 day, evident + 1 day] of every
-  clinical event of that patient (artefacts are not clinical events).
+  clinical event of that patient (artefacts and benign look-alikes such as a passing fever
+  or a slow weight drift, evaluate_input.BENIGN_TYPES, are not clinical events).
 - Patient-months: per patient, first to last reading plus one day, over 30.4375 days.
 - Missed-measurement notices (blue), counted apart: one per run of days without any
   reading (the day's session missed, grace to the end of the day; the notice clears at the

@@ -83,6 +83,13 @@ class WeightChange:
     loss: the highest day value of the previous days minus today's is more than `kg`, and
     today is at least `below_baseline_kg` under the patient's baseline median (so that the
     return to normal after diuresis for fluid build-up is not taken for dehydration).
+
+    Personal spread (`spread_k`, version 2): the change must also be more than `spread_k`
+    times the patient's own day-to-day weight spread (the baseline's robust sd over
+    `window`, alerts/baseline.py). For a patient whose weight is steady (sd about 0.4-0.6 kg)
+    this changes nothing (2 kg is already more than 2.5 sd); a patient whose weight swings by
+    a kilogram from day to day (clothes, meals, an unsteady scale) needs a bigger change before
+    the rule of thumb alarms. Without a baseline yet, the fixed rule applies alone.
     """
 
     name: str
@@ -92,6 +99,8 @@ class WeightChange:
     below_baseline_kg: float = 1.0
     window: Window = DEFAULT_WINDOW
     version: int = 1
+    spread_k: float | None = None  # the change must exceed this many personal sds (None: no)
+    spread_floor: float = 0.4  # least weight spread, kg (alerts/ruleset.py WEIGHT_SD)
 
     def evaluate(self, s: Series, idx: np.ndarray, ctx: PatientContext) -> list[Finding]:
         if not ctx.has_heart_failure:
@@ -112,10 +121,15 @@ class WeightChange:
         change = today - ref
         fire = has_prev & (self.direction * change > self.kg + 1e-9)  # 82.6 - 80.5 is 2.09999...
         base_med = np.full(len(at), np.nan)
-        if self.direction < 0:
-            base = baseline(kd, at_day, self.window, 0.0)
+        spread = np.full(len(at), np.nan)
+        if self.direction < 0 or self.spread_k is not None:
+            base = baseline(kd, at_day, self.window, self.spread_floor)
             base_med = base.median
+        if self.direction < 0:
             fire &= base.ready & (today <= base_med - self.below_baseline_kg)
+        if self.spread_k is not None:
+            spread = base.sd
+            fire &= ~base.ready | (self.direction * change > self.spread_k * spread + 1e-9)
         out = []
         for j in np.flatnonzero(fire):
             i = int(at[j])
@@ -136,6 +150,12 @@ class WeightChange:
                          "change_kg": round(float(change[j]), 3), "threshold_kg": self.kg,
                          "days": self.days,
                          **({"baseline_median_kg": float(base_med[j])}
-                            if self.direction < 0 else {})},
+                            if self.direction < 0 else {}),
+                         **({"spread_kg": _num(spread[j]), "spread_k": self.spread_k}
+                            if self.spread_k is not None else {})},
             ))  # fmt: skip
         return out
+
+
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 3)

@@ -54,12 +54,13 @@ def _cohort(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: numpy loads only when a simulate command runs, not for every `vitalvagt`.
     from simulator.cohort import CohortSpec, write_cohort
     from simulator.cohort_format import GroupChoice
+    from simulator.parameters import VARIANTS
 
     spec = CohortSpec(args.patients, args.days, args.seed, args.start, GroupChoice(args.group))
-    summary = write_cohort(args.out, spec, overwrite=args.force)
+    summary = write_cohort(args.out, spec, params=VARIANTS[args.variant], overwrite=args.force)
     print(
         f"wrote cohort to {summary.path}: {spec.patients} patients x {spec.days} days from "
-        f"{spec.start} (seed {spec.seed}, group {spec.group.value}): "
+        f"{spec.start} (seed {spec.seed}, group {spec.group.value}, variant {args.variant}): "
         f"{summary.observations} observations, {summary.clinical_events} clinical events, "
         f"{summary.events - summary.clinical_events} artefacts, in {summary.seconds:.1f} s "
         f"({summary.patient_days_per_s:,.0f} patient-days/s)"
@@ -93,6 +94,9 @@ def _add_cohort(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    default="mixed",
                    help="patient group for everyone, or mixed (default: 50%% COPD, 40%% heart "
                    "failure, 10%% both)")
+    p.add_argument("--variant", choices=["standard", "hard"], default="standard",
+                   help="standard (default) or hard: noisier patients, subtler and more varied "
+                   "events, benign look-alikes (docs/simulation.md, \"The hard variant\")")
     p.add_argument("--force", action="store_true",
                    help="overwrite a cohort already in DIR")
     p.set_defaults(handler=_cohort)

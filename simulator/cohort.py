@@ -241,6 +241,8 @@ def patient_record(sim: PatientSim) -> dict[str, Any]:
             for d in p.devices
         ],
         "other_user_weight": p.other_user_weight,
+        **({"noise": {"day_variation": p.noise[0], "reading": p.noise[1]}}
+           if p.noise is not None else {}),  # hard variant only
     }
 
 
@@ -312,6 +314,9 @@ def write_cohort(
             name: {"rows": rows, "sha256": _sha256(out / name)} for name, rows in counts.items()
         },
         "parameters": params.to_dict(),
+        # Written for other variants only: a cohort without it is standard (as every cohort
+        # of earlier versions), and a standard cohort.json stays byte-identical.
+        **({"variant": params.variant} if params.variant != "standard" else {}),
     }
     (out / COHORT_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return CohortSummary(out, spec, n_obs, n_events, n_clinical, seconds)

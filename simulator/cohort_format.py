@@ -108,6 +108,7 @@ class CohortInfo:
     counts: Mapping[str, int]
     files: Mapping[str, Mapping[str, Any]]
     parameters: Mapping[str, Any] = field(repr=False)
+    variant: str = "standard"  # simulator.parameters.VARIANTS; absent in cohort.json: standard
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +250,7 @@ def read_info(cohort_dir: Path | str) -> CohortInfo:
             meta["counts"],
             meta["files"],
             meta["parameters"],
+            meta.get("variant", "standard"),
         )
     except (KeyError, ValueError) as exc:
         raise CohortFormatError(f"{path}: bad or missing field: {exc}") from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -46,6 +46,11 @@ class EventType(StrEnum):
     LOOSE_CUFF = "loose_cuff"
     CLOTHES_ON_SCALE = "clothes_on_scale"
     OTHER_USER_ON_SCALE = "other_user_on_scale"
+    # Hard variant only. An artefact: a falsely low SpO2 the oximeter did not flag.
+    OXIMETER_SPURIOUS_LOW = "oximeter_spurious_low"
+    # Hard variant only. Benign look-alikes: the patient changes, but nothing needs doing.
+    BENIGN_FEVER = "benign_fever"  # a passing fever (a cold) without deterioration
+    WEIGHT_DRIFT = "weight_drift"  # a slow gain over weeks (appetite, season), not fluid
 
 
 CLINICAL_EVENTS = frozenset(
@@ -56,6 +61,13 @@ CLINICAL_EVENTS = frozenset(
         EventType.DEHYDRATION,
     }
 )
+
+# Non-clinical episodes (evident_at is their peak; alerting on them is a false alert).
+BENIGN_EVENTS = frozenset({EventType.BENIGN_FEVER, EventType.WEIGHT_DRIFT})
+
+# Hard-variant parameters: in cohort.json only when not at their default (a standard
+# cohort's cohort.json stays byte-identical to earlier versions').
+_HARD_ONLY = {"omit_default": True}
 
 # Row order of kinds inside one reading, and the kinds that carry physiological state (the
 # mean arterial pressure is derived from systolic and diastolic, as the cuff reports it).
@@ -220,6 +232,12 @@ class EventSpec:
     admit_probability: float
     stay_days: tuple[float, float]  # in hospital after evident: no readings; reset at discharge
     recovery_days: tuple[float, float]  # treated at home: effect fades linearly to zero
+    # Hard variant: the primary change is present in this share of events (absent: the event
+    # shows only its secondary changes; an event keeps at least one change).
+    primary_probability: float = field(default=1.0, metadata=_HARD_ONLY)
+    # Hard variant: the rise from onset to evident is (time share) ** p, p log-uniform in
+    # this range (p < 1 early and fast, p > 1 slow then late); None: linear (p = 1).
+    shape: tuple[float, float] | None = field(default=None, metadata=_HARD_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +266,22 @@ class Delivery:
     outage_hours: tuple[float, float]
 
 
+@dataclass(frozen=True, slots=True)
+class PatientNoise:
+    """Hard variant: per-patient multipliers of the day-to-day variation and of the reading
+    noise, each log-normal with this median and log-sd, clipped to [low, high]."""
+
+    median: float
+    log_sd: float
+    low: float
+    high: float
+
+    def draw(self, rng: np.random.Generator) -> tuple[float, float]:
+        day, reading = np.clip(self.median * np.exp(rng.normal(0, self.log_sd, 2)),
+                               self.low, self.high)  # fmt: skip
+        return round(float(day), 3), round(float(reading), 3)
+
+
 @dataclass(frozen=True)
 class SimParams:
     group_mix: Mapping[Group, float]
@@ -263,6 +297,8 @@ class SimParams:
     artefacts: tuple[ArtefactSpec, ...]
     household: Household
     delivery: Delivery
+    variant: str = field(default="standard", metadata=_HARD_ONLY)
+    noise: PatientNoise | None = field(default=None, metadata=_HARD_ONLY)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(self)
@@ -270,7 +306,8 @@ class SimParams:
 
 def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in fields(obj)}
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, Mapping):
@@ -500,3 +537,61 @@ DEFAULT_PARAMS = SimParams(
         outage_hours=(1, 24),
     ),
 )
+
+
+# The hard variant (docs/simulation.md, "The hard variant"): noisier patients, subtler and
+# more varied events, benign look-alikes. Event rates are the standard ones.
+HARD_PARAMS = replace(
+    DEFAULT_PARAMS,
+    variant="hard",
+    day_variation={k: DayVariation(round(v.sd * 1.2, 3), v.phi)
+                   for k, v in DEFAULT_PARAMS.day_variation.items()},
+    noise=PatientNoise(median=1.1, log_sd=0.3, low=0.7, high=2.5),
+    events=(
+        EventSpec(
+            EventType.COPD_EXACERBATION, _COPD, 1.5, (1.5, 12),
+            Effect(Kind.SPO2, -6, -1.5),
+            (Effect(Kind.PULSE, 3, 18, 0.85), Effect(Kind.TEMPERATURE, 0.5, 1.5, 0.3)),
+            admit_probability=0.5, stay_days=(3, 8), recovery_days=(7, 14),
+            primary_probability=0.7, shape=(0.4, 2.5),
+        ),
+        EventSpec(
+            EventType.HF_DECOMPENSATION, _HF, 0.8, (2, 21),
+            Effect(Kind.WEIGHT, 0.8, 5),
+            (Effect(Kind.SPO2, -3, -1, 0.3), Effect(Kind.PULSE, 3, 15, 0.5)),
+            admit_probability=0.6, stay_days=(4, 10), recovery_days=(3, 7),
+            primary_probability=0.9, shape=(0.4, 2.5),
+        ),
+        EventSpec(
+            EventType.INFECTION, _ALL, 1.0, (0.5, 4),
+            Effect(Kind.TEMPERATURE, 0.8, 2.5), (Effect(Kind.PULSE, 4, 15, 0.8),),
+            admit_probability=0.0, stay_days=(0, 0), recovery_days=(3, 7), shape=(0.4, 2.5),
+        ),
+        EventSpec(
+            EventType.DEHYDRATION, _HF, 0.4, (1, 6),
+            Effect(Kind.WEIGHT, -3.5, -1.2),
+            (Effect(Kind.PULSE, 3, 15, 0.6), Effect(Kind.BP_SYSTOLIC, -20, -3, 0.8),
+             Effect(Kind.BP_DIASTOLIC, -10, -2, 0.8)),
+            admit_probability=0.2, stay_days=(2, 5), recovery_days=(2, 5), shape=(0.4, 2.5),
+        ),
+        # Benign look-alikes: never admitted, never clinical.
+        EventSpec(
+            EventType.BENIGN_FEVER, _ALL, 1.5, (0.3, 1.5),
+            Effect(Kind.TEMPERATURE, 0.5, 1.4), (Effect(Kind.PULSE, 2, 8, 0.7),),
+            admit_probability=0.0, stay_days=(0, 0), recovery_days=(1, 3),
+        ),
+        EventSpec(
+            EventType.WEIGHT_DRIFT, _HF, 1.0, (14, 45),
+            Effect(Kind.WEIGHT, 1.0, 3.0), (),
+            admit_probability=0.0, stay_days=(0, 0), recovery_days=(14, 60),
+        ),
+    ),
+    artefacts=(
+        *DEFAULT_PARAMS.artefacts,
+        # A falsely low SpO2 the oximeter does not flag (cold fingers, nail polish).
+        ArtefactSpec(EventType.OXIMETER_SPURIOUS_LOW, DeviceType.OXIMETER, 0.01,
+                     (Effect(Kind.SPO2, -12, -5),), ()),
+    ),
+)
+
+VARIANTS: dict[str, SimParams] = {"standard": DEFAULT_PARAMS, "hard": HARD_PARAMS}

@@ -97,6 +97,8 @@ class PatientProfile:
     dropout_day: int | None  # first day without any reading, if the patient stops
     devices: tuple[Device, ...]
     other_user_weight: float | None  # someone else in the home who uses the scale
+    # Hard variant: multipliers of the day-to-day variation and the reading noise.
+    noise: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +176,16 @@ def diurnal_offset(kind: Kind, local_hour: np.ndarray | float, params: SimParams
 
 
 def effect_profile(t_s: np.ndarray, onset_s: float, evident_s: float, end_s: float,
-                   admitted: bool) -> np.ndarray:
-    """Share of an event's peak effect at times t: a linear rise from onset to evident, then
-    (at home) a linear fall to zero at end, or (admitted) full until discharge, then zero."""
+                   admitted: bool, shape: float = 1.0) -> np.ndarray:
+    """Share of an event's peak effect at times t: a linear rise from onset to evident (the
+    time share to the power ``shape``, hard variant), then (at home) a linear fall to zero at
+    end, or (admitted) full until discharge, then zero."""
     t = np.asarray(t_s, float)
     p = np.zeros_like(t)
     rise = (t >= onset_s) & (t < evident_s)
     p[rise] = (t[rise] - onset_s) / max(evident_s - onset_s, 1.0)
+    if shape != 1.0:
+        p[rise] = p[rise] ** shape
     after = (t >= evident_s) & (t < end_s)
     if admitted:
         p[after] = 1.0
@@ -247,6 +252,7 @@ class Episode:
     end_s: float
     admitted: bool
     effects: tuple[tuple[Kind, float], ...]
+    shape: float = 1.0  # exponent of the rise (hard variant; 1: linear)
 
 
 def draw_episodes(rng: np.random.Generator, group: Group, calendar: Calendar,
@@ -270,10 +276,17 @@ def draw_episodes(rng: np.random.Generator, group: Group, calendar: Calendar,
                 present, size = rng.random() < eff.probability, rng.uniform(eff.low, eff.high)
                 if present:
                     effects.append((eff.kind, round(size, 2)))
+            shape = 1.0
+            if spec.primary_probability < 1.0:  # hard variant: maybe only the other signs
+                if rng.random() >= spec.primary_probability and len(effects) > 1:
+                    effects = effects[1:]
+            if spec.shape is not None:
+                lo, hi = math.log(spec.shape[0]), math.log(spec.shape[1])
+                shape = round(math.exp(rng.uniform(lo, hi)), 3)
             onset = calendar.origin_s + round(t * DAY_S)
             evident = onset + round(build * DAY_S)
             end = evident + round(after * DAY_S)
-            out.append(Episode(spec.type, onset, evident, end, admitted, tuple(effects)))
+            out.append(Episode(spec.type, onset, evident, end, admitted, tuple(effects), shape))
             t = (end - calendar.origin_s) / DAY_S
     return out
 
@@ -332,6 +345,10 @@ def simulate_patient(seed: int, index: int, calendar: Calendar, *, group: Group 
     prof = draw_profile(p_rng, index, grp, calendar.days, params)
     episodes = draw_episodes(e_rng, grp, calendar, params)
     dayvar = _day_variation(v_rng, calendar.days, params)
+    if params.noise is not None:  # hard variant: its own generator, the others unchanged
+        n_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 7)))
+        prof = replace(prof, noise=params.noise.draw(n_rng))
+        dayvar = dayvar * prof.noise[0]
 
     # Sessions: (day, local minute) on measuring days before the patient stops.
     adh, sch = params.adherence, params.schedule
@@ -378,8 +395,9 @@ def simulate_patient(seed: int, index: int, calendar: Calendar, *, group: Group 
                 delta = dict(ep.effects).get(kind)
                 if delta:
                     truth = truth + delta * effect_profile(t_s, ep.onset_s, ep.evident_s,
-                                                           ep.end_s, ep.admitted)
-            vals[kind] = truth + r_rng.normal(0, m.reading_sd[kind], n)
+                                                           ep.end_s, ep.admitted, ep.shape)
+            sd = m.reading_sd[kind] if prof.noise is None else m.reading_sd[kind] * prof.noise[1]
+            vals[kind] = truth + r_rng.normal(0, sd, n)
         flags = np.zeros(n, np.int16)
         hit_any = np.zeros(n, bool)
         for spec in params.artefacts:

@@ -144,3 +144,50 @@ def test_provisional_baseline_for_a_new_patient() -> None:
     # sd: MAD 0, mean |dev| 0.4 -> 0.5, floor 1. z: day 5 0, day 6 3, day 7 4 -> capped 3;
     # CUSUM (k 0.5) at day 7: 2.5 + 2.5 = 5 >= 4; at day 6: 2.5 < 4
     assert [f.at_index for f in rule.evaluate(s, np.arange(len(s)), CTX)] == [7]
+
+
+def test_full_copd_trend_v2_hand_computed() -> None:
+    # The full set's trend:copd (version 2: k 0.75, h 2.65; baseline 28 days ending 7 days
+    # back; floors SpO2 1.5, pulse 5), on 30 stable days then a change.
+    rule = next(r for r in FULL.rules if getattr(r, "name", "") == "trend:copd")
+    assert (rule.version, rule.k, rule.h, rule.days) == (2, 0.75, 2.65, 6)
+    spo2, pulse = stable(10)
+    spo2, pulse = spo2 * 3, pulse * 3  # days 0..29: SpO2 median 93, sd floor 1.5; pulse
+    # median 80, |dev| 0 4 4 0 0 4 4 0 0 4: MAD 2 -> 2.97, mean 2 -> 2.51, floor 5 -> sd 5
+    spo2 += [93, 93, 93, 93, 93, 92, 91]  # days 30..36
+    pulse += [80, 80, 80, 80, 80, 84, 85]
+    s = daily(spo2, pulse)
+    i = len(s) - 1  # day 36's SpO2
+    d = rule.explain(s, i, CTX)
+    assert d["spo2"]["baseline_sd"] == 1.5 and d["pulse"]["baseline_sd"] == 5.0
+    assert d["spo2"]["baseline_median"] == 93.0 and d["pulse"]["baseline_median"] == 80.0
+    # day 35: z spo2 1/1.5 = 0.667, pulse 4/5 = 0.8 -> 1.467/sqrt2 = 1.037; day 36: 1.333,
+    # 1.0 -> 2.333/sqrt2 = 1.650; days 30..34: 0 (below k: the CUSUM restarts).
+    # CUSUM (k 0.75): (1.037 - 0.75) + (1.650 - 0.75) = 1.187 < 2.65: silent
+    z35, z36 = (1 / 1.5 + 0.8) / 2**0.5, (2 / 1.5 + 1.0) / 2**0.5
+    assert abs(d["score"] - (z35 - 0.75 + z36 - 0.75)) < 1e-3
+    assert [f.rule for f in evaluate_new(s, slice(None), CTX, FULL)
+            if f.rule == "trend:copd"] == []  # fmt: skip
+    # one more day at SpO2 89, pulse 90: z 2.667, 2.0 -> 3.300; CUSUM 1.187 + 2.550 = 3.737
+    s = daily([*spo2, 89], [*pulse, 90])
+    d = rule.explain(s, len(s) - 1, CTX)
+    z37 = (4 / 1.5 + 2.0) / 2**0.5
+    assert abs(d["score"] - (z35 + z36 + z37 - 3 * 0.75)) < 1e-3
+    out = [f for f in evaluate_new(s, slice(None), CTX, FULL) if f.rule == "trend:copd"]
+    assert [(f.at_index, f.severity.value, f.version) for f in out] == [(len(s) - 1, "yellow", 2)]
+
+
+def test_single_sign_trends_v2_thresholds() -> None:
+    rules = {getattr(r, "name", ""): r for r in FULL.rules}
+    for name in ("trend:spo2", "trend:pulse"):
+        r = rules[name]
+        assert (r.version, r.k, r.h, r.red_h) == (2, 1.0, 10.0, 14.0)
+    # SpO2 alone, 30 stable days (median 93, sd floor 1.5), then 89 89 89 89: z 2.667 each;
+    # CUSUM (k 1): 1.667 per day -> 5.0 after 3 days, 6.67 after 4: below 10, silent; with
+    # 86 (z capped at 3, 2 per day) from day 30: 2, 4, 6, 8, 10 -> fires on the fifth day.
+    spo2, _ = stable(10)
+    s = daily(spo2 * 3 + [86] * 5)
+    out = [f.at_index for f in rules["trend:spo2"].evaluate(s, np.arange(len(s)), CTX)]
+    assert out == [len(s) - 1]
+    s = daily(spo2 * 3 + [89] * 4)
+    assert rules["trend:spo2"].evaluate(s, np.arange(len(s)), CTX) == []

@@ -78,3 +78,52 @@ def test_weight_control_chart_hand_computed() -> None:
     assert d["weight"]["baseline_median"] == 80.0 and d["weight"]["baseline_sd"] == 0.4
     assert abs(d["score"] - 3.0) < 1e-9
     assert fire(rule, s) == [len(s) - 1]
+
+
+SMALL = Window(span=10, gap=3, min_days=5)
+
+
+def test_gain_needs_more_than_the_patients_own_spread() -> None:
+    # A steady patient: baseline days 0..9, median 80.0, MAD 0.2 -> 0.297, mean |dev| 0.12
+    # -> 0.150, floor 0.4: spread 0.4; 2.5 x 0.4 = 1.0 < 2 kg, so the rule of thumb decides.
+    rule = WeightChange("weight:gain3d", days=3, kg=2.0, spread_k=2.5, window=SMALL)
+    steady = [80.0, 80.2, 79.8, 80.0, 80.0, 80.2, 79.8, 80.0, 80.0, 80.2]
+    s = weights([*steady, 80.0, 80.0, 80.0, 82.1])  # 82.1 - 80.0 = 2.1 > 2 and > 1.0
+    assert fire(rule, s) == [13]
+    f = rule.evaluate(s, np.array([13]), HF)[0]
+    assert f.details["spread_kg"] == 0.4 and f.details["spread_k"] == 2.5
+    # A patient whose weight swings by a kilogram: baseline 79,81,79,81,...: median 80,
+    # MAD 1 -> 1.483, mean |dev| 1 -> 1.253: spread 1.483; 2.5 x 1.483 = 3.71 kg needed.
+    swinging = [79.0, 81.0] * 5
+    s = weights([*swinging, 80.0, 80.0, 80.0, 82.1])  # 2.1 kg: not more than 3.71
+    assert fire(rule, s) == []
+    s = weights([*swinging, 80.0, 80.0, 80.0, 83.8])  # 3.8 kg: more than 3.71 (and 2)
+    assert fire(rule, s) == [13]
+    # The fixed rule alone (version 1) fires on both.
+    plain = WeightChange("weight:gain3d", days=3, kg=2.0, window=SMALL)
+    assert fire(plain, weights([*swinging, 80.0, 80.0, 80.0, 82.1])) == [13]
+
+
+def test_spread_gate_waits_for_a_baseline() -> None:
+    # Without a baseline (fewer than 5 day values before the gap) the rule of thumb applies.
+    rule = WeightChange("weight:gain3d", days=3, kg=2.0, spread_k=2.5, window=SMALL)
+    assert fire(rule, weights([80.0, 80.5, 81.0, 82.0, 82.6])) == [4]
+
+
+def test_loss_needs_more_than_the_patients_own_spread() -> None:
+    rule = WeightChange("weight:loss", days=3, kg=1.5, direction=-1, below_baseline_kg=1.0,
+                        window=SMALL, spread_k=2.5)  # fmt: skip
+    # swinging baseline: spread 1.483, 2.5 x = 3.71 kg; a 1.6 kg loss below 80 is not enough
+    swinging = [79.0, 81.0] * 5
+    assert fire(rule, weights([*swinging, 80.0, 80.0, 80.0, 78.4])) == []
+    assert fire(rule, weights([*swinging, 80.0, 80.0, 80.0, 76.2])) == [13]  # 3.8 > 3.71
+    steady = [80.0] * 10  # spread: the floor 0.4 -> 1.0 kg: the 1.5 kg rule decides
+    assert fire(rule, weights([*steady, 80.0, 79.5, 78.4])) == [12]
+
+
+def test_full_set_weight_rules_are_version_2() -> None:
+    names = {getattr(r, "name", ""): r for r in FULL.rules}
+    for n in ("weight:gain3d", "weight:jump1d", "weight:loss"):
+        assert names[n].version == 2 and names[n].spread_k == 2.5
+    assert names["weight:trend"].version == 1  # unchanged
+    assert (names["weight:trend"].k, names["weight:trend"].h) == (1.0, 3.0)
