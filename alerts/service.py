@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from alerts.delivery_jobs import register_jobs
 from alerts.engine import WorkResult, check_missed, drain
 from alerts.ruleset import FULL, RuleSet
 from vitalvagt.db import alert_lifecycle as lifecycle
@@ -66,6 +67,8 @@ class AlertService:
                           max_instances=1, coalesce=True)  # fmt: skip
         scheduler.add_job(self._snoozes, "interval", seconds=SNOOZE_SWEEP_S, id="snoozes",
                           max_instances=1, coalesce=True)  # fmt: skip
+        # Routing, escalation and the webhooks' outbox (alerts/delivery_jobs.py).
+        unregister_delivery = register_jobs(scheduler, self.database_url)
         scheduler.start()
         outage = Outage()
         try:
@@ -78,6 +81,7 @@ class AlertService:
                                 outage.error, delay)  # fmt: skip
                     self._stop.wait(delay)
         finally:
+            unregister_delivery()
             scheduler.shutdown(wait=False)
 
     def _snoozes(self) -> None:

@@ -52,3 +52,4 @@ BROKER_RECONNECT = RetryPolicy("broker reconnect", initial_s=1.0, max_s=30.0)
 BROKER_REFUSAL = RetryPolicy("broker refusal", initial_s=1.0, max_s=300.0)
 # A BLE device out of range or failing to connect: a patient's device comes and goes.
 BLE_DEVICE = RetryPolicy("BLE device", initial_s=1.0, max_s=60.0)
+WEBHOOK = RetryPolicy("webhook", initial_s=5.0, max_s=600.0)  # a webhook receiver down or failing
