@@ -1,164 +1,146 @@
-"""The clinician API (FastAPI): patients, their readings and trends, and dead letters.
+"""The clinician API (FastAPI): alerts, patients, readings and trends, gateways, admin.
 
-Every read of a patient's data is written to the audit log with the acting user (the
-`X-Vitalvagt-User` header, set by the municipality's login proxy; authentication itself is
-not built yet, see docs/operations.md). Errors are JSON problems (RFC 9457).
+Every request but ``/healthz``, ``/auth/token``, ``/auth/refresh`` and the docs carries a
+bearer token (api/tokens.py); every query of patient data is scoped in SQL to the user's
+teams and municipalities (api/security.py); every read and change is in the audit log
+(api/audit.py). Errors are JSON problems (RFC 9457), all of them in the OpenAPI
+description. The routes are plain functions: FastAPI runs them in its thread pool, each with
+a connection of the pool, so that they call the core's life-cycle functions directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Annotated, Any
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+import psycopg
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import ConnectionPool
+from starlette.exceptions import HTTPException
 
-from api.errors import ApiError, NotFound
-from vitalvagt.kinds import KIND_SPECS, Kind
+from api.config import ApiConfig, api_config
+from api.errors import PROBLEM_RESPONSES, PUBLIC_RESPONSES, ApiError, problem
+from api.middleware import Hardening
+from api.routes import admin, alerts, auth, fhir, gateways, observations, patients, stream
+from api.tokens import OidcVerifier
+from vitalvagt.settings import load_settings
 
-PROBLEM = "application/problem+json"
-User = Annotated[str, Header(alias="X-Vitalvagt-User", min_length=1, max_length=100)]
+log = logging.getLogger(__name__)
+# Routes that answer without a token (tests/api/test_authz.py holds every other to it).
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/auth/token",
+        "/auth/refresh",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+    }
+)
 
 
-def _problem(status: int, title: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail}, status_code=status, media_type=PROBLEM)  # fmt: skip
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute("SET timezone = 'UTC'")
 
 
-def create_app(database_url: str) -> FastAPI:
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def create_app(
+    database_url: str,
+    *,
+    config: ApiConfig | None = None,
+    on_gateways_changed: Callable[[], None] | None = None,
+    pool_max_size: int = 10,
+) -> FastAPI:
+    """The app on ``database_url``. ``config`` defaults to the one of the ``VV_*`` settings;
+    ``on_gateways_changed`` runs after a gateway is provisioned or revoked (the embedded
+    stack rewrites the broker's password file then)."""
+    config = config or api_config(load_settings())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AsyncConnectionPool(
-            database_url, min_size=1, max_size=10, open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
-        ) as pool:  # fmt: skip
+        async with AsyncExitStack() as stack:
+            pool = ConnectionPool(
+                database_url,
+                min_size=1,
+                max_size=pool_max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                configure=_configure,
+            )
+            pool.open(wait=True, timeout=30)
+            stack.callback(pool.close)
             app.state.pool = pool
+            app.state.alerts_feed = await stack.enter_async_context(stream.AlertFeed(database_url))
             yield
 
-    app = FastAPI(title="Vitalvagt clinician API", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Vitalvagt clinician API",
+        version="0.2.0",
+        lifespan=lifespan,
+        description="Alerts, patients and their readings for the municipalities' acute"
+        " teams. Authenticate with POST /auth/token (OAuth2 password flow) or a token of the"
+        " configured OpenID Connect provider; see docs/api.md.",
+    )
+    app.state.config = config
+    app.state.oidc = OidcVerifier(config.oidc) if config.oidc else None
+    app.state.on_gateways_changed = on_gateways_changed
+    app.add_middleware(Hardening, max_body_bytes=config.max_body_bytes)
 
     @app.exception_handler(HTTPException)
     async def http_problem(_: Request, exc: HTTPException) -> JSONResponse:
-        return _problem(exc.status_code, "request failed", exc.detail)
+        titles = {404: "not found", 405: "method not allowed"}
+        return problem(
+            exc.status_code,
+            titles.get(exc.status_code, "request failed"),
+            str(exc.detail),
+            dict(exc.headers or {}),
+        )
 
     @app.exception_handler(ApiError)
     async def api_problem(_: Request, exc: ApiError) -> JSONResponse:
-        return _problem(exc.status, exc.title, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_problem(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [
-            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
-        ]
-        return _problem(422, "invalid request", detail)
+        # The reason only, never the value given (it may be 100 KB, or personal data).
+        detail = [{"field": _field(e["loc"]), "reason": e["msg"][:300]} for e in exc.errors()]
+        return problem(422, "invalid request", detail)
 
-    async def query(sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with app.state.pool.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchall()
+    @app.exception_handler(psycopg.DataError)
+    async def data_problem(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        log.info("api: value refused by the database: %s", type(exc).__name__)
+        return problem(422, "invalid request", "a value the database cannot store or compare")
 
-    async def audit(user: str, action: str, patient_id: str | None, **detail: Any) -> None:
-        async with app.state.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO audit_log (actor, action, patient_id, detail) VALUES (%s, %s, %s, %s)",
-                (user, action, patient_id, Jsonb(detail)),
-            )
-
-    async def patient_or_404(patient_id: str) -> dict[str, Any]:
-        rows = await query(
-            "SELECT p.id, p.patient_group::text AS group, p.team_id, t.name AS team,"
-            " p.municipality_id, p.gp_name, p.active, g.id AS gateway_id,"
-            " g.last_seen_at AS gateway_last_seen FROM patients p"
-            " JOIN acute_teams t ON t.id = p.team_id"
-            " LEFT JOIN gateways g ON g.patient_id = p.id WHERE p.id = %s",
-            (patient_id,),
+    @app.exception_handler(psycopg.IntegrityError)
+    async def integrity_problem(_: Request, exc: psycopg.IntegrityError) -> JSONResponse:
+        return problem(
+            409,
+            "conflict",
+            "the change breaks a rule of the data: "
+            f"{exc.diag.constraint_name or type(exc).__name__}",
         )
-        if not rows:
-            raise NotFound(f"patient {patient_id!r} is not known")
-        return rows[0]
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        await query("SELECT 1")
+    @app.exception_handler(Exception)
+    async def server_problem(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("api: unexpected error")
+        return problem(500, "server error", "the server failed; the error is logged")
+
+    @app.get("/healthz", tags=["health"], responses=PUBLIC_RESPONSES)
+    def healthz(request: Request) -> dict[str, Any]:
+        with request.app.state.pool.connection() as conn:
+            conn.execute("SELECT 1")
         return {"status": "ok", "database": True}
 
-    @app.get("/patients")
-    async def patients(user: User, team: str | None = None) -> list[dict[str, Any]]:
-        """Active patients (optionally of one team) with the time of their latest reading."""
-        rows = await query(
-            "SELECT p.id, p.patient_group::text AS group, p.team_id,"
-            " (SELECT max(measured_at) FROM observations o WHERE o.patient_id = p.id)"
-            " AS last_reading"
-            " FROM patients p WHERE p.active AND (%s::text IS NULL OR p.team_id = %s)"
-            " ORDER BY p.id",
-            (team, team),
-        )
-        await audit(user, "list_patients", None, team=team)
-        return rows
-
-    @app.get("/patients/{patient_id}")
-    async def patient(patient_id: str, user: User) -> dict[str, Any]:
-        """One patient and the latest reading of each kind."""
-        p = await patient_or_404(patient_id)
-        latest = await query(
-            "SELECT DISTINCT ON (kind) kind, value, unit, measured_at, flags FROM observations"
-            " WHERE patient_id = %s ORDER BY kind, measured_at DESC",
-            (patient_id,),
-        )
-        await audit(user, "read_patient", patient_id)
-        return {**p, "latest": latest}
-
-    @app.get("/patients/{patient_id}/observations")
-    async def observations(
-        patient_id: str, user: User, kind: Kind | None = None,
-        since: datetime | None = None, until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        """A patient's readings in a time window, newest first."""
-        await patient_or_404(patient_id)
-        rows = await query(
-            "SELECT id, kind, value, unit, measured_at, received_at, time_source, flags,"
-            " reading_id, device_address FROM observations WHERE patient_id = %s"
-            " AND (%s::text IS NULL OR kind = %s)"
-            " AND (%s::timestamptz IS NULL OR measured_at >= %s)"
-            " AND (%s::timestamptz IS NULL OR measured_at < %s)"
-            " ORDER BY measured_at DESC LIMIT %s",
-            (patient_id, kind, kind, since, since, until, until, limit),
-        )
-        await audit(user, "read_observations", patient_id, kind=kind, rows=len(rows))
-        return rows
-
-    @app.get("/patients/{patient_id}/trend")
-    async def trend(
-        patient_id: str, user: User, kind: Kind,
-        resolution: Annotated[str, Query(pattern="^(hour|day)$")] = "day",
-        since: datetime | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        """Roll-ups (count, min, max, mean, last) per hour or day: long trends."""
-        await patient_or_404(patient_id)
-        rows = await query(
-            "SELECT bucket, n, min_value, max_value, mean_value, last_value FROM"
-            " observation_rollups WHERE patient_id = %s AND kind = %s AND resolution = %s"
-            " AND (%s::timestamptz IS NULL OR bucket >= %s) ORDER BY bucket",
-            (patient_id, kind, resolution, since, since),
-        )
-        await audit(user, "read_trend", patient_id, kind=kind)
-        return {"kind": kind, "unit": KIND_SPECS[kind].unit, "resolution": resolution,
-                "buckets": rows}  # fmt: skip
-
-    @app.get("/dead-letters")
-    async def dead_letters(user: User, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-        """Refused messages waiting for a fix (operators)."""
-        return await query(
-            "SELECT id, received_at, topic, gateway_id, reason_code, reason FROM dead_letters"
-            " WHERE replayed_at IS NULL ORDER BY id DESC LIMIT %s",
-            (limit,),
-        )
-
+    app.include_router(auth.router, responses=PROBLEM_RESPONSES)
+    # the stream before the alerts: /alerts/stream is no /alerts/{alert_id}
+    for module in (stream, alerts, patients, observations, fhir, gateways, admin):
+        app.include_router(module.router, responses=PROBLEM_RESPONSES)
     return app

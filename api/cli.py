@@ -11,10 +11,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.config import api_config
     from vitalvagt.endpoints import database_url
 
+    hook = None
+    if settings.database_url is None:  # the embedded stack: its broker's password file
+        from vitalvagt.stack import Stack
+
+        hook = Stack(settings).sync_broker_users
     uvicorn.run(
-        create_app(database_url(settings)),
+        create_app(database_url(settings), config=api_config(settings), on_gateways_changed=hook),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
@@ -23,11 +29,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
+    from api.users_cli import register_users_cli
+
+    register_users_cli(sub)
     p = sub.add_parser(
         "api",
         help="the clinician API (FastAPI)",
-        description="The clinician API: patients, readings, trends and dead letters, with an "
-        "audit log of who read what. Needs the database (the embedded stack or VV_DATABASE_URL).",
+        description="The clinician API: alerts, patients, readings, trends, gateways and "
+        "dead letters, with bearer tokens and an audit log of who read what (docs/api.md). "
+        "Needs the database (the embedded stack or VV_DATABASE_URL).",
     )
     cmds = p.add_subparsers(dest="api_command", required=True, metavar="ACTION")
     s = cmds.add_parser(

@@ -51,7 +51,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from vitalvagt.demo import run_demo
 
     return run_demo(settings, homes=args.homes, speed=args.speed, duration_s=args.duration_s,
-                    history_days=args.history_days)
+                    history_days=args.history_days, api_port=args.api_port,
+                    health_port=args.health_port)  # fmt: skip
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
@@ -213,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                    " in real time for a month")
     p.add_argument("--duration-s", type=float, default=None,
                    help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--api-port", type=int, default=8000,
+                   help="the API's port (default 8000; a free one if it is taken)")
+    p.add_argument("--health-port", type=int, default=9101,
+                   help="ingest's /healthz and /metrics port (default 9101; a free one if taken)")
     p.set_defaults(handler=_demo)
 
     p = sub.add_parser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import signal
 import socket
@@ -20,6 +21,7 @@ def _built(module: str) -> bool:
 # After the accelerated history, the fleet goes on in real time for this long: a demo runs
 # until Ctrl-C, not until the history is replayed.
 LIVE_DAYS = 30
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 API_PORT, HEALTH_PORT = 8000, 9101  # preferred; a free port when taken
 # The demo's cohort (20 homes, the default --homes, and 14 days of history): the seed is
 # chosen so that a real simulated deterioration (an infection: fever of 38.9 and 38.6 C on
@@ -41,6 +43,14 @@ def port_or_free(preferred: int) -> int:
         except OSError:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends it SIGTERM when the demo dies, even by
+    SIGKILL, so a killed demo leaves no component running (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def demo_processes(
@@ -93,6 +103,42 @@ def continuous_patient(database_url: str) -> str | None:
     return row[0] if row else None
 
 
+DEMO_USER = "demo"
+# A demo's log-in, printed for anyone to use: the demo runs on 127.0.0.1 with simulated
+# patients only. A real deployment adds its users with `vitalvagt user add`.
+DEMO_PASSWORD = "vitalvagt-demo"
+
+
+def demo_team(database_url: str) -> str | None:
+    """The first acute team, once the simulated fleet has made it."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT id FROM acute_teams ORDER BY id LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def add_demo_user(team: str, vv: list[str]) -> bool:
+    """The demo's nurse of ``team`` (through `vitalvagt user add`, as an operator would);
+    True when the user exists afterwards."""
+    r = subprocess.run([*vv, "user", "add", DEMO_USER, "--name", "Demo nurse", "--role",
+                        "nurse", "--team", team, "--password-stdin"],
+                       input=DEMO_PASSWORD + "\n", capture_output=True, text=True)  # fmt: skip
+    return r.returncode == 0 or "exists already" in r.stderr
+
+
+def login_hint(api: str) -> str:
+    token = (f"TOKEN=$(curl -s -d 'username={DEMO_USER}&password={DEMO_PASSWORD}'"
+             f" {api}/auth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)"
+             "[\"access_token\"])')")  # fmt: skip
+    return "\n".join([
+        f"demo log-in: user {DEMO_USER}, password {DEMO_PASSWORD} (a nurse of the simulated team)",
+        f"  a token:            {token}",
+        f"  patients:           curl -H \"Authorization: Bearer $TOKEN\" {api}/patients",
+        f"  the team's alerts:  curl -H \"Authorization: Bearer $TOKEN\" {api}/alerts",
+    ])  # fmt: skip
+
+
 def where_to_look(*, api_port: int, health_port: int, mqtt_port: int, secrets: str) -> str:
     """What the demo prints about where to watch it."""
     api = f"http://127.0.0.1:{api_port}"
@@ -101,9 +147,7 @@ def where_to_look(*, api_port: int, health_port: int, mqtt_port: int, secrets: s
     return "\n".join([
         "where to look:",
         f"  API (OpenAPI docs): {api}/docs   ingest health: http://127.0.0.1:{health_port}/healthz",
-        f"  patients:           curl -H 'X-Vitalvagt-User: demo' {api}/patients",
-        f"  a patient's latest readings: curl -H 'X-Vitalvagt-User: demo'"
-        f" '{api}/patients/sim-p00001/observations?limit=10'",
+        "  the API's demo log-in is printed once the simulated team exists (seconds)",
         "  active alerts:      vitalvagt alerts list",
         f"  readings arriving over MQTT: mosquitto_sub -V mqttv5 -h 127.0.0.1 -p {mqtt_port}"
         f' -u vv-ingest -P "{password}" -t "vv/v1/gw/+/obs"',
@@ -120,11 +164,13 @@ def run_demo(
     duration_s: float | None,
     history_days: int = 14,
     seed: int = DEMO_SEED,
+    api_port: int = API_PORT,
+    health_port: int = HEALTH_PORT,
 ) -> int:
     stack = Stack(settings)
     stack.up()
     print(describe(stack.status()))
-    api_port, health_port = port_or_free(API_PORT), port_or_free(HEALTH_PORT)
+    api_port, health_port = port_or_free(api_port), port_or_free(health_port)
     procs = demo_processes(homes=homes, speed=speed, history_days=history_days,
                            api_port=api_port, health_port=health_port, seed=seed)  # fmt: skip
     print(f"API: http://127.0.0.1:{api_port}/docs   ingest health:"
@@ -139,17 +185,24 @@ def run_demo(
     try:
         for name, argv in procs:
             print(f"starting {name}: {' '.join(argv[2:])}")
-            children.append((name, subprocess.Popen(argv)))
+            children.append((name, subprocess.Popen(argv, preexec_fn=_die_with_parent)))
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_report = time.monotonic() + 10
         streaming: str | None = None
+        user_added = not any(name == "api" for name, _ in procs)
+        vv = [sys.executable, "-m", "vitalvagt.cli"]
+        api = f"http://127.0.0.1:{api_port}"
         while deadline is None or time.monotonic() < deadline:
+            if not user_added and (team := demo_team(stack.database_url())):
+                if add_demo_user(team, vv):
+                    user_added = True
+                    print(login_hint(api), flush=True)
             if time.monotonic() >= next_report:
                 next_report += 10
                 print(_summary(stack.database_url()), flush=True)
                 if streaming is None and (streaming := continuous_patient(stack.database_url())):
                     print(f"continuous oximetry from {streaming}, a reading a second: curl -H"
-                          f" 'X-Vitalvagt-User: demo' 'http://127.0.0.1:{api_port}/patients/"
+                          f" \"Authorization: Bearer $TOKEN\" '{api}/patients/"
                           f"{streaming}/observations?kind=spo2&limit=10'", flush=True)
             for name, child in children:
                 if child.poll() is not None:

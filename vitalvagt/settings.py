@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     outbox_max_mb: int = 200
     ble_transport: str = "native"  # native (BlueZ/Android via bleak) or bumble[:<hci spec>]
     log_level: str = "INFO"
+    # Clinician API (api/config.py; docs/api.md)
+    api_auth: str = "local"  # local (users in the database) or oidc (an external provider)
+    api_jwt_secret: SecretStr | None = None  # None: generated once into <state_dir>/api/
+    api_access_token_s: int = 900
+    api_refresh_token_s: int = 8 * 3600
+    api_login_failures_per_min: int = 5  # per user name and per client address
+    api_max_body_bytes: int = 1_000_000
+    api_oidc_issuer: str | None = None
+    api_oidc_audience: str | None = None
+    api_oidc_jwks_url: str | None = None
+    api_oidc_roles_claim: str = "roles"
+    api_oidc_teams_claim: str = "teams"
 
 
 def local_zone(settings: Settings) -> ZoneInfo:

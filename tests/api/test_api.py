@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from api.users import Role, UserError, add_user
 from ingest.messages import Message
 from ingest.registry import GatewayDirectory, validate
 from ingest.rollups import refresh_rollups
 from ingest.store import Store
+from tests.api.conftest import PASSWORD, auth
 from tests.ingest.conftest import add_home, payloads, readings
 from vitalvagt.stack import Stack
 
 pytestmark = pytest.mark.stack
-NURSE = {"X-Vitalvagt-User": "nurse-anne"}
+NURSE: dict[str, str] = {}  # her bearer token, set by the `nurse` fixture
 
 
 @pytest.fixture
@@ -36,13 +36,24 @@ def home(stack: Stack, registry: psycopg.Connection) -> tuple[str, str]:
 
 
 @pytest.fixture
-def client(stack: Stack) -> Iterator[TestClient]:
-    with TestClient(create_app(stack.database_url())) as c:
-        yield c
+def nurse(client: TestClient, home: tuple[str, str], registry: psycopg.Connection) -> None:
+    """Nurse Anne of the test team (the team of `home`), logged in."""
+    try:
+        add_user(
+            registry,
+            "nurse-anne",
+            display_name="Anne",
+            role=Role.NURSE,
+            team_ids=["team-test"],
+            password=PASSWORD,
+        )
+    except UserError:
+        pass  # made by an earlier test of the session
+    NURSE.update(auth(client, "nurse-anne"))
 
 
 def test_patient_latest_and_window_and_trend(
-    client: TestClient, home: tuple[str, str], registry: psycopg.Connection
+    client: TestClient, home: tuple[str, str], registry: psycopg.Connection, nurse: None
 ) -> None:
     patient, gw = home
     r = client.get(f"/patients/{patient}", headers=NURSE)
@@ -69,14 +80,19 @@ def test_patient_latest_and_window_and_trend(
         f"/patients/{patient}/trend", headers=NURSE, params={"kind": "spo2", "resolution": "hour"}
     ).json()
     assert sum(b["n"] for b in trend["buckets"]) == 30 and trend["unit"] == "%"
-    actions = [r[0] for r in registry.execute(
-        "SELECT action FROM audit_log WHERE actor = 'nurse-anne' AND patient_id = %s ORDER BY id",
-        (patient,))]  # fmt: skip
+    actions = [
+        r[0]
+        for r in registry.execute(
+            "SELECT action FROM audit_log WHERE actor = 'nurse-anne' AND patient_id = %s"
+            " ORDER BY id",
+            (patient,),
+        )
+    ]
     assert actions[-4:] == ["read_patient", "read_observations", "read_observations", "read_trend"]
 
 
 def test_errors_are_json_problems_naming_the_field(
-    client: TestClient, home: tuple[str, str]
+    client: TestClient, home: tuple[str, str], nurse: None
 ) -> None:
     patient, _ = home
     r = client.get("/patients/p-nobody", headers=NURSE)
@@ -85,8 +101,12 @@ def test_errors_are_json_problems_naming_the_field(
     r = client.get(f"/patients/{patient}/observations", headers=NURSE, params={"kind": "glucose"})
     assert r.status_code == 422
     assert r.json()["detail"][0]["field"] == "query.kind"
-    r = client.get(f"/patients/{patient}")  # no user: who read it must be known
-    assert r.status_code == 422 and "X-Vitalvagt-User" in r.text
+    r = client.get(f"/patients/{patient}")  # no token: who read it must be known
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert r.headers["www-authenticate"] == "Bearer"
+    # the header that was trusted before is no way in any more
+    r = client.get(f"/patients/{patient}", headers={"X-Vitalvagt-User": "nurse-anne"})
+    assert r.status_code == 401
 
 
 def test_health(client: TestClient) -> None:

@@ -8,30 +8,46 @@ and on the session's broker that session would take a share of every later test'
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
-from tests.conftest import stack_env, temporary_stack
+from tests.conftest import free_port, stack_env, temporary_stack
+from vitalvagt.demo import DEMO_PASSWORD, DEMO_USER
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 
 def _counts(database_url: str) -> tuple[int, int]:
     """Continuous-oximetry SpO2 rows stored (gateway-stamped, as PLX Continuous is) and the
-    limit alerts opened so far."""
+    clinical alerts opened so far."""
     import psycopg
 
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM observations WHERE kind = 'spo2'"
             "  AND time_source = 'gateway' AND 'device_time_missing' = ANY(flags)),"
-            " (SELECT count(*) FROM alerts WHERE rule LIKE 'limit:%')"
+            " (SELECT count(*) FROM alerts WHERE category = 'clinical')"
         ).fetchone()
     return row[0], row[1]
+
+
+def _alerts_via_api(port: int) -> int:
+    """The active alerts the demo's nurse sees, logging in as the printed log-in says."""
+    api = f"http://127.0.0.1:{port}"
+    form = urllib.parse.urlencode({"username": DEMO_USER, "password": DEMO_PASSWORD}).encode()
+    with urllib.request.urlopen(f"{api}/auth/token", data=form, timeout=5) as answer:
+        token = json.load(answer)["access_token"]
+    ask = urllib.request.Request(f"{api}/alerts", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(ask, timeout=5) as answer:
+        return len(json.load(answer))
 
 
 def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
@@ -39,23 +55,39 @@ def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
     # the history in seconds; the demo then runs on live until its duration, while this test
     # watches the database: the continuous oximeter's rows keep growing, and the cohort's
     # deteriorations in the last two days of the history have opened limit alerts.
+    api_port = free_port()
     argv = [sys.executable, "-m", "vitalvagt.cli", "demo", "--speed", "1e6",
-            "--duration-s", "40"]  # fmt: skip
+            "--duration-s", "40", "--api-port", str(api_port)]  # fmt: skip
     samples: list[tuple[float, int]] = []  # (seconds since start, continuous rows)
+    seen_by_nurse: list[int] = []  # alerts the demo's log-in sees in the API, when it can
+    api_errors: list[str] = []
     with temporary_stack("vv-test-demo-") as stack:
         url = stack.database_url()
         began = time.monotonic()
         with subprocess.Popen(argv, env=stack_env(stack), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as demo:  # fmt: skip
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+            reader.start()
             try:
                 while demo.poll() is None and time.monotonic() - began < 120:
                     time.sleep(2)
                     with contextlib.suppress(Exception):  # the stack may still be starting
                         samples.append((time.monotonic() - began, _counts(url)[0]))
-                out, _ = demo.communicate(timeout=60)
+                    # Only once the log-in is printed: failed log-ins before the user exists
+                    # would (rightly) trip the API's rate limit.
+                    if any("demo log-in:" in line for line in list(lines)):
+                        try:
+                            seen_by_nurse.append(_alerts_via_api(api_port))
+                        except OSError as exc:  # the API may still be starting
+                            api_errors.append(repr(exc))
+                demo.wait(timeout=60)
+                reader.join(10)
+                out = "".join(lines)
             finally:
                 if demo.poll() is None:
-                    demo.kill()
+                    demo.kill()  # its components die with it (the demo's PR_SET_PDEATHSIG)
+                reader.join(30)
         alerts = _counts(url)[1]
     assert demo.returncode == 0, out[-3000:]
     assert re.search(r"API: http://127.0.0.1:\d+/docs", out)
@@ -77,4 +109,7 @@ def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
             assert max(later) > n0, f"no continuous readings for 6 s after {t0:.0f} s: {samples}"
     assert streaming[-1][1] >= 10, samples
     assert re.search(r"continuous oximetry from sim-p\d+", out), out[-3000:]
-    assert alerts >= 1, f"no limit alert opened; {out[-3000:]}"
+    assert alerts >= 1, f"no clinical alert opened; {out[-3000:]}"
+    # The demo's log-in is printed and works: the nurse sees the team's alerts in the API.
+    assert f"demo log-in: user {DEMO_USER}, password {DEMO_PASSWORD}" in out, out[-3000:]
+    assert seen_by_nurse and max(seen_by_nurse) >= 1, (seen_by_nurse, api_errors, out[-3000:])

@@ -36,7 +36,7 @@ def _vitalvagt(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_gateway_commands_run_without_the_server_libraries(tmp_path: Path) -> None:
     for argv in (["--help"], ["gateway", "devices"], ["gateway", "notices"],
-                 ["gateway", "decode", "2A37", "06 48"]):  # fmt: skip
+                 ["gateway", "decode", "--uuid", "2A37", "06", "48"]):  # fmt: skip
         r = _vitalvagt(tmp_path, *argv)
         assert r.returncode == 0, (argv, r.stderr[-2000:])
         assert "Traceback" not in r.stderr, (argv, r.stderr[-2000:])

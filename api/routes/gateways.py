@@ -1,0 +1,118 @@
+"""``/gateways``: provision (admins; the MQTT password is shown once), revoke, status.
+
+A gateway is in scope through its patient. Status is the gateway's last retained status
+message as the hub recorded it (``online``/``offline``, ``unknown`` before the first), its
+last contact and its devices; the schema records no battery level, so none is shown.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from api.audit import audit
+from api.errors import Conflict, NotFound
+from api.params import GATEWAY_ID_PATTERN, PATIENT_ID_PATTERN, GatewayId
+from api.queries import gateways as q
+from api.queries.patients import get_patient
+from api.security import Admin, Conn, CurrentUser
+from vitalvagt.db.gateways import provision_gateway
+
+router = APIRouter(prefix="/gateways", tags=["gateways"])
+
+
+class Provision(BaseModel):
+    gateway_id: str = Field(pattern=GATEWAY_ID_PATTERN, max_length=63)
+    patient_id: str = Field(pattern=PATIENT_ID_PATTERN, max_length=63)
+
+
+class Revoke(BaseModel):
+    reason: str = Field(min_length=3, max_length=1000, pattern=r"^[^\x00]*$")
+
+
+class Provisioned(BaseModel):
+    gateway_id: str
+    patient_id: str
+    mqtt_username: str
+    mqtt_password: str = Field(description="shown this once; stored only hashed")
+
+
+class Device(BaseModel):
+    address: str
+    model: str | None
+    serial: str | None
+    firmware: str | None
+    last_seen_at: datetime | None
+    active: bool
+
+
+class GatewayStatus(BaseModel):
+    id: str
+    patient_id: str
+    active: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+    state: str = Field(description="online, offline (its last will) or unknown")
+    last_status: dict[str, Any] | None
+    devices: list[Device]
+
+
+def _changed(request: Request) -> None:
+    hook = request.app.state.on_gateways_changed
+    if hook is not None:
+        hook()
+
+
+@router.post("", status_code=201)
+def provision(body: Provision, request: Request, conn: Conn, user: Admin) -> Provisioned:
+    """Create (or re-key) the gateway of a patient of the admin's teams."""
+    if get_patient(conn, user.scope, body.patient_id) is None:
+        raise NotFound(f"patient {body.patient_id!r} is not known")
+    owner = q.gateway_owner(conn, body.gateway_id)
+    if owner is not None and owner[1] != body.patient_id:
+        raise Conflict(f"gateway id {body.gateway_id!r} is taken; choose another")
+    with conn.transaction():
+        password = provision_gateway(conn, body.gateway_id, patient_id=body.patient_id)
+        audit(
+            conn,
+            user,
+            "provision_gateway",
+            body.patient_id,
+            gateway=body.gateway_id,
+            rekeyed=owner is not None,
+        )
+    _changed(request)
+    return Provisioned(
+        gateway_id=body.gateway_id,
+        patient_id=body.patient_id,
+        mqtt_username=body.gateway_id,
+        mqtt_password=password,
+    )
+
+
+@router.post("/{gateway_id}/revoke")
+def revoke(
+    gateway_id: GatewayId, body: Revoke, request: Request, conn: Conn, user: Admin
+) -> GatewayStatus:
+    """Switch the gateway off (with the reason): the broker no longer accepts it."""
+    with conn.transaction():
+        if not q.revoke_gateway(conn, user.scope, gateway_id):
+            raise NotFound(f"gateway {gateway_id!r} is not known")
+        g = q.get_gateway(conn, user.scope, gateway_id)
+        assert g is not None
+        audit(conn, user, "revoke_gateway", g["patient_id"], reason=body.reason, gateway=gateway_id)
+    _changed(request)
+    return GatewayStatus(**g)
+
+
+@router.get("/{gateway_id}")
+def status(gateway_id: GatewayId, conn: Conn, user: CurrentUser) -> GatewayStatus:
+    """Online or offline, last contact and devices."""
+    g = q.get_gateway(conn, user.scope, gateway_id)
+    if g is None:
+        raise NotFound(f"gateway {gateway_id!r} is not known")
+    audit(conn, user, "read_gateway", g["patient_id"], gateway=gateway_id)
+    return GatewayStatus(**g)

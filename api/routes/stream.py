@@ -1,0 +1,169 @@
+"""``GET /alerts/stream``: Server-Sent Events of new and changed alerts of the user's teams.
+
+Each event is one row of ``alert_transitions`` (an alert opened, raised, acknowledged,
+snoozed, resolved...) with its alert; the event id is the transition's id. The rows are
+read from the table, scoped in SQL like every query, after the id the client last got
+(``Last-Event-ID`` on a reconnect, else from now on): a client that reconnects gets exactly
+the events it missed. ``AlertFeed`` LISTENs on the channel a trigger on
+``alert_transitions`` NOTIFYs (0008_users.sql) and only wakes the streams; every API process
+has its own, so each streams every change whichever process or engine made it. Between
+changes a comment line keeps the connection alive.
+
+Known limit: ids are taken when a row is inserted, so a transaction that inserts a lower id
+but commits after a higher one was streamed is not sent to a client already past it (the
+life cycle's transactions are short; docs/api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import StreamingResponse
+
+from api.errors import Unprocessable
+from api.queries.patients import fetch
+from api.security import SCOPE_SQL, Principal, StreamingUser
+from vitalvagt.retry import DATABASE
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+CHANNEL = "vv_alert_transitions"
+BATCH = 200
+
+
+class AlertFeed:
+    """One LISTEN connection per process; ``wait`` returns when a transition was committed
+    (or the connection came back after an outage: the streams then catch up by id)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AlertFeed:
+        self._task = asyncio.create_task(self._run(), name="api-alert-feed")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _run(self) -> None:
+        backoff = DATABASE.backoff()
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff.reset()
+                    self._wake()
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.OperationalError as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "api: alert feed lost the database (%s); again in %.1f s",
+                    str(exc).splitlines()[0] if str(exc) else exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def event(self) -> asyncio.Event:
+        """Take this before reading the table; it is set by the next change."""
+        return self._changed
+
+
+def transitions_after(
+    conn: psycopg.Connection, scope: dict[str, Any], after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    return fetch(
+        conn,
+        "SELECT t.id, t.alert_id, t.from_state, t.to_state, t.at, t.by, t.reason, t.note,"
+        " a.patient_id, a.team_id, a.rule, a.severity, a.state::text AS state, a.message"
+        " FROM alert_transitions t JOIN alerts a ON a.id = t.alert_id"
+        " JOIN patients p ON p.id = a.patient_id"
+        f" WHERE t.id > %(after)s AND {SCOPE_SQL} AND a.team_id = ANY(%(teams)s)"
+        " ORDER BY t.id LIMIT %(limit)s",
+        {**scope, "after": after, "limit": limit},
+    )
+
+
+def last_transition(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_transitions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _read(request: Request, user: Principal, after: int) -> list[dict[str, Any]]:
+    with request.app.state.pool.connection() as conn:
+        return transitions_after(conn, user.scope, after, BATCH)
+
+
+def _start(request: Request) -> int:
+    with request.app.state.pool.connection() as conn:
+        return last_transition(conn)
+
+
+async def _events(
+    request: Request, user: Principal, after: int | None, keepalive_s: float
+) -> AsyncIterator[str]:
+    feed: AlertFeed = request.app.state.alerts_feed
+    if after is None:
+        after = await run_in_threadpool(_start, request)
+    yield f"retry: 3000\n: connected as {user.user_id}, after {after}\n\n"
+    while True:
+        changed = feed.event()
+        rows = await run_in_threadpool(_read, request, user, after)
+        for r in rows:
+            after = r["id"]
+            yield f"id: {after}\nevent: alert\ndata: {json.dumps(jsonable_encoder(r))}\n\n"
+        if len(rows) == BATCH:
+            continue
+        try:
+            await asyncio.wait_for(changed.wait(), keepalive_s)
+        except TimeoutError:
+            if await request.is_disconnected():
+                return
+            yield ": keep-alive\n\n"
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "text/event-stream: one `alert` event per transition, id = its id",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def alert_stream(
+    request: Request,
+    user: StreamingUser,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    keepalive_s: Annotated[float, Query(ge=0.05, le=60)] = 15.0,
+) -> StreamingResponse:
+    """New and changed alerts of the user's teams, as they are committed; resumable with
+    ``Last-Event-ID``. A comment line every ``keepalive_s`` seconds keeps it open."""
+    after = None
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise Unprocessable("header.last-event-id: an event id (a whole number)")
+        after = int(last_event_id)
+    return StreamingResponse(
+        _events(request, user, after, keepalive_s),
+        media_type="text/event-stream",
+        headers={"X-Accel-Buffering": "no"},
+    )
