@@ -8,9 +8,11 @@ connections):
   (alerts/routing.py: an alert is routed a second or two after it opens), then runs the
   escalation sweep (alerts/escalation.py) at the current time;
 - ``vv-webhooks`` every ``webhooks_every_s`` (1 s): sends the webhook outbox
-  (alerts/webhooks.py).
+  (alerts/webhooks.py);
+- ``vv-patient-requests`` every ``requests_every_s`` (5 s): "measure again" and reminders to
+  the patient's tablet (alerts/patient_requests.py).
 
-Both read everything they need from the database on each run: a restart loses and doubles
+All three read everything they need from the database on each run: a restart loses and doubles
 nothing. A database outage skips runs (logged once per outage); the next run reconnects.
 """
 
@@ -26,6 +28,7 @@ import psycopg
 from apscheduler.schedulers.base import BaseScheduler
 
 from alerts.escalation import sweep
+from alerts.patient_requests import PatientRequests
 from alerts.routing import route_pending
 from alerts.webhooks import WebhookDelivery
 from vitalvagt.db.connect import DatabaseUnavailable, Outage, connect
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ROUTE_EVERY_S = 1.0
 WEBHOOKS_EVERY_S = 1.0
+REQUESTS_EVERY_S = 5.0
 
 
 class _DatabaseJob:
@@ -88,6 +92,8 @@ def register_jobs(
     route_every_s: float = ROUTE_EVERY_S,
     webhooks_every_s: float = WEBHOOKS_EVERY_S,
     webhooks: WebhookDelivery | None = None,
+    requests_every_s: float = REQUESTS_EVERY_S,
+    patient_requests: PatientRequests | None = None,
 ) -> Callable[[], None]:
     """Add the routing/escalation and webhook jobs; returns the callable that removes them."""
     delivery = webhooks or WebhookDelivery()
@@ -104,9 +110,12 @@ def register_jobs(
             log.info("webhooks: %d delivered, %d to retry, %d given up", r.delivered, r.retried,
                      r.failed)  # fmt: skip
 
+    requests = patient_requests or PatientRequests.from_settings(zone=zone)
     jobs = [_DatabaseJob("vv-route-escalate", database_url, route_and_escalate),
-            _DatabaseJob("vv-webhooks", database_url, send)]  # fmt: skip
-    for job, every in zip(jobs, (route_every_s, webhooks_every_s), strict=True):
+            _DatabaseJob("vv-webhooks", database_url, send),
+            _DatabaseJob("vv-patient-requests", database_url, requests.run)]  # fmt: skip
+    everies = (route_every_s, webhooks_every_s, requests_every_s)
+    for job, every in zip(jobs, everies, strict=True):
         scheduler.add_job(job, "interval", seconds=every, id=job.name, max_instances=1,
                           coalesce=True, replace_existing=True)  # fmt: skip
 
@@ -117,5 +126,6 @@ def register_jobs(
             except LookupError:  # apscheduler's JobLookupError; the scheduler already shut down
                 pass
             job.close()
+        requests.close()
 
     return unregister

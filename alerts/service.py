@@ -108,6 +108,10 @@ class AlertService:
     @staticmethod
     def _report(result: WorkResult, what: str) -> None:
         if result.units:
-            log.info("alerts: %s %d readings (%d units): %d opened, %d updated, %d notices,"
-                     " %d cleared", what, result.readings, result.units, result.opened,
-                     result.updated, result.notices, result.cleared)  # fmt: skip
+            # A line per change; plain evaluations (a reading a second from a continuous
+            # oximeter) only at DEBUG.
+            changed = result.opened or result.updated or result.notices or result.cleared
+            level = logging.INFO if changed else logging.DEBUG
+            log.log(level, "alerts: %s %d readings (%d units): %d opened, %d updated,"
+                    " %d notices, %d cleared", what, result.readings, result.units,
+                    result.opened, result.updated, result.notices, result.cleared)  # fmt: skip

@@ -28,6 +28,9 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(name)
+    # apscheduler logs every run of every job at INFO (each second for the engine's sweeps):
+    # only its warnings and errors are events.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
 
 
 class Throttle:
