@@ -149,6 +149,7 @@ class Store:
                 result.patients = {r[2] for r in inserted}
                 self._mark_dirty(cur, {(r[2], r[3], _hour(r[1])) for r in inserted})
                 self._add_alert_work(cur, inserted)
+                self._last_measured(cur, inserted)
                 self._seen(cur, accepted)
             if rejected:
                 rows_dl = []
@@ -197,6 +198,21 @@ class Store:
                 [(pid, [r[0] for r in rs], min(r[1] for r in rs), max(r[1] for r in rs))
                  for pid, rs in by_patient.items()],
             )  # fmt: skip
+
+    @staticmethod
+    def _last_measured(cur: psycopg.Cursor, inserted: list[tuple[Any, ...]]) -> None:
+        """Each patient's latest reading time, which the missed-measurement sweep reads
+        (vitalvagt/db/migrations/0010_sweep.sql); a late reading never moves it back."""
+        latest: dict[str, datetime] = {}
+        for r in inserted:
+            if r[2] not in latest or r[1] > latest[r[2]]:
+                latest[r[2]] = r[1]
+        if latest:
+            cur.executemany(
+                "UPDATE patients SET last_measured_at = %s WHERE id = %s"
+                " AND (last_measured_at IS NULL OR last_measured_at < %s)",
+                [(at, pid, at) for pid, at in sorted(latest.items())],
+            )
 
     @staticmethod
     def _mark_dirty(cur: psycopg.Cursor, touched: Iterable[tuple[object, ...]]) -> None:
