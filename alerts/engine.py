@@ -27,12 +27,13 @@ from typing import Any
 import psycopg
 
 from alerts.live import Candidate, PatientReadings, candidates
-from alerts.rules import Limits, Severity, missed_message
+from alerts.rules import Limits, Severity, missed_message, scheduled_missed_message
 from alerts.ruleset import FULL, RuleSet
 from alerts.series import PatientContext
 from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.kinds import Kind
 from vitalvagt.quality import UNRELIABLE
+from vitalvagt.schedule import KindSchedule, overdue
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +357,8 @@ def check_missed(conn: psycopg.Connection, *, hours: float, now: datetime | None
             " AND (p.paused_until IS NULL OR p.paused_until <= %s)"
             " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.patient_id = p.id"
             "  AND a.rule = 'missed' AND a.state <> 'resolved')"
+            # A patient with a measurement schedule follows it instead (below).
+            " AND NOT EXISTS (SELECT 1 FROM measurement_schedules ms WHERE ms.patient_id = p.id)"
             " ORDER BY p.id",
             (cutoff, cutoff, now),
         ).fetchall()
@@ -365,6 +368,7 @@ def check_missed(conn: psycopg.Connection, *, hours: float, now: datetime | None
                 last = None
             silent = (now - last).total_seconds() / 3600 if last else hours
             new.append((pid, team, last, missed_message(silent, last)))
+        new += _missed_by_schedule(conn, now=now, horizon=horizon)
         if not new:
             return 0
         ids = conn.execute(
@@ -381,6 +385,44 @@ def check_missed(conn: psycopg.Connection, *, hours: float, now: datetime | None
                 lifecycle.record(conn, alert_id, None, "open", by=lifecycle.ENGINE, reason="opened")
         opened = len(ids)
     return opened
+
+
+def _missed_by_schedule(
+    conn: psycopg.Connection, *, now: datetime, horizon: datetime
+) -> list[tuple[str, str, datetime | None, str]]:
+    """Patients with a measurement schedule (vitalvagt/schedule.py): a blue alert when a
+    scheduled kind is missed, i.e. not measured by its due time plus the grace. Paused
+    patients and those with an active blue alert are skipped, as in the silence rule."""
+    rows = conn.execute(
+        "SELECT p.id, p.team_id, ms.kind, ms.set_at, ms.local_times, ms.times_per_day,"
+        " ms.grace FROM measurement_schedules ms JOIN patients p ON p.id = ms.patient_id"
+        " WHERE p.active AND (p.paused_until IS NULL OR p.paused_until <= %s)"
+        " AND EXISTS (SELECT 1 FROM gateways g WHERE g.patient_id = p.id AND g.active)"
+        " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.patient_id = p.id"
+        "  AND a.rule = 'missed' AND a.state <> 'resolved') ORDER BY p.id, ms.kind",
+        (now,),
+    ).fetchall()
+    if not rows:
+        return []
+    schedules: dict[str, tuple[str, list[KindSchedule]]] = {}
+    for pid, team, kind, set_at, times, per_day, grace in rows:
+        entry = schedules.setdefault(pid, (team, []))
+        entry[1].append(KindSchedule(kind, set_at, tuple(times), per_day, grace))
+    last = {
+        (pid, kind): at
+        for pid, kind, at in conn.execute(
+            "SELECT patient_id, kind, max(measured_at) FROM observations"
+            " WHERE patient_id = ANY(%s) AND measured_at > %s GROUP BY 1, 2",
+            (list(schedules), horizon),
+        )
+    }
+    out = []
+    for pid, (team, kinds) in schedules.items():
+        missed = overdue(kinds, {k.kind: last.get((pid, k.kind)) for k in kinds}, now)
+        if missed:
+            first = min(missed, key=lambda m: m.due_at)
+            out.append((pid, team, first.last_measured_at, scheduled_missed_message(missed)))
+    return out
 
 
 def clear_gone_sweep(

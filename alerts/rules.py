@@ -7,6 +7,7 @@ flagged unreliable (vitalvagt.quality.UNRELIABLE) never raises a clinical alarm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.quality import is_reliable
+from vitalvagt.schedule import Overdue
 from vitalvagt.settings import DEFAULT_LOCAL_TZ
 
 LOCAL = ZoneInfo(DEFAULT_LOCAL_TZ)  # for the texts; the engine will take it from settings
@@ -81,4 +83,14 @@ def missed_message(hours: float, last: datetime | None) -> str:
         return "No measurements received yet. Call the patient: check the tablet and devices."
     when = last.astimezone(LOCAL).strftime("%d-%m %H:%M")
     return (f"No measurements for {hours:.0f} hours (last {when}). Call the patient: check that "
+            "they are well, and that the tablet and devices work.")  # fmt: skip
+
+
+def scheduled_missed_message(missed: Sequence[Overdue]) -> str:
+    """A blue alert from the patient's measurement schedule: which kinds, due when."""
+    parts = []
+    for m in missed:
+        due = m.due_at.astimezone(LOCAL).strftime("%d-%m %H:%M")
+        parts.append(f"{KIND_SPECS[Kind(m.kind)].display} (due {due})")
+    return (f"Scheduled measurement missed: {', '.join(parts)}. Call the patient: check that "
             "they are well, and that the tablet and devices work.")  # fmt: skip

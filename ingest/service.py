@@ -19,6 +19,8 @@
 - No input stops ingest: a batch the database refuses is stored message by message, a dead
   letter it refuses is kept in a reduced form, and only a signal (``stop()``) ends ``run``;
   any other end raises with its reason.
+- Gateway status (``vv/v1/gw/+/status``, retained, last wills) goes its own way from
+  ``_on_message``: a plain subscription and a thread of its own (ingest/status.py).
 - Retained messages on obs topics are not readings: the broker replays them to every new
   subscriber. They are acknowledged and ignored (counted); the live delivery, which is not
   flagged retained, was handled when it was published.
@@ -47,6 +49,7 @@ from ingest.errors import DatabaseUnavailable, IngestError, StorageRefused
 from ingest.messages import Accepted, Decoded, Message, Rejected, decode_message, parse_gateway
 from ingest.metrics import Metrics
 from ingest.registry import GatewayDirectory, check_registry
+from ingest.status import STATUS_TOPIC, StatusWriter
 from ingest.store import Store, WriteResult
 from vitalvagt.db.connect import Outage
 from vitalvagt.logs import Throttle
@@ -110,6 +113,9 @@ class IngestService:
         self._budget = DeadLetterBudget(config.dead_letter_limits)
         self._throttle = Throttle(per_interval=5, interval_s=60)
         self.stored_batches = 0
+        self.status = StatusWriter(config.database_url, self._ack_status,
+                                   limits=config.dead_letter_limits,
+                                   maxsize=config.receive_maximum)  # fmt: skip
         # For /healthz: monotonic times, None while all is well.
         self._pending_since: float | None = None  # the batch being stored was received then
         self._db_outage = Outage()
@@ -123,6 +129,7 @@ class IngestService:
             log.error("ingest %s: broker refused the connection: %s", self.config.client_id, reason)
             return
         client.subscribe(SHARED_TOPIC, qos=1)
+        client.subscribe(STATUS_TOPIC, qos=1)  # plain: retained states come (status.py)
         self._mqtt_down_since = None
         self._connected.set()
         log.info("ingest %s: connected, subscribed to %s", self.config.client_id, SHARED_TOPIC)
@@ -136,6 +143,10 @@ class IngestService:
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.metrics.messages_in.inc()
+        if msg.topic.endswith("/status"):  # the status path (ingest/status.py)
+            self.status.put(Message(msg.topic, msg.payload, datetime.now(UTC), msg.mid),
+                            retained=bool(msg.retain))  # fmt: skip
+            return
         if msg.retain:
             # A retained message replayed on subscribe: not a new reading (see the module doc).
             self.metrics.retained_ignored.inc()
@@ -151,6 +162,10 @@ class IngestService:
             return
         # Blocks paho's thread when full; Receive Maximum keeps that from happening.
         self._inbox.put(Message(msg.topic, msg.payload, datetime.now(UTC), msg.mid))
+
+    def _ack_status(self, mid: int) -> None:
+        if self._client is not None and mid:  # a QoS 0 message (mid 0) has no PUBACK
+            self._client.ack(mid, 1)
 
     def _connect(self) -> mqtt.Client:
         cfg = self.config
@@ -367,6 +382,7 @@ class IngestService:
         # The writer waits on PostgreSQL several times a batch; with the default 5 ms switch
         # interval it then waits that long for the decoder to release the GIL (a convoy).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.status.start(f"{self.config.client_id}-status")
         self._client = self._connect()
         decoder = threading.Thread(
             target=self._decode_loop, name=f"{self.config.client_id}-decoder", daemon=True
@@ -403,6 +419,7 @@ class IngestService:
         finally:
             self._stop.set()
             decoder.join(5)
+            self.status.stop()
             props = None
             if self.config.end_session_on_stop:
                 props = Properties(PacketTypes.DISCONNECT)

@@ -35,7 +35,10 @@ def triage(
         conn,
         f"SELECT {_COLUMNS} FROM alerts a JOIN patients p ON p.id = a.patient_id"
         f" WHERE {SCOPE_SQL} AND a.team_id = ANY(%(teams)s) AND a.state::text = ANY(%(states)s)"
-        " AND (%(severities)s::text[] IS NULL OR a.severity = ANY(%(severities)s))"
+        # Spelled out when no resolved alert is asked for, so that the planner can use the
+        # partial index of active alerts (alerts_team_open_idx) instead of every alert.
+        + (" AND a.state <> 'resolved'" if "resolved" not in states else "")
+        + " AND (%(severities)s::text[] IS NULL OR a.severity = ANY(%(severities)s))"
         " AND (%(team)s::text IS NULL OR a.team_id = %(team)s)"
         " AND (%(patient)s::text IS NULL OR a.patient_id = %(patient)s)"
         f" ORDER BY {SEVERITY_RANK_SQL}, a.opened_at, a.id LIMIT %(limit)s",

@@ -16,13 +16,16 @@ def gateway_owner(conn: psycopg.Connection, gateway_id: str) -> tuple[bool, str 
     return None if row is None else (True, row[0])
 
 
+_STATE_SQL = "CASE WHEN g.online THEN 'online' WHEN NOT g.online THEN 'offline' ELSE 'unknown' END"
+
+
 def get_gateway(
     conn: psycopg.Connection, scope: dict[str, Any], gateway_id: str
 ) -> dict[str, Any] | None:
     rows = fetch(
         conn,
         "SELECT g.id, g.patient_id, g.active, g.created_at, g.last_seen_at, g.last_status,"
-        " coalesce(g.last_status->>'state', 'unknown') AS state,"
+        f" {_STATE_SQL} AS state, g.status_since AS since, g.status_at,"
         " (SELECT coalesce(jsonb_agg(jsonb_build_object('address', d.address, 'model', d.model,"
         "  'serial', d.serial, 'firmware', d.firmware, 'last_seen_at', d.last_seen_at,"
         "  'active', d.active) ORDER BY d.address), '[]'::jsonb) FROM devices d"
@@ -32,6 +35,29 @@ def get_gateway(
         {**scope, "gateway": gateway_id},
     )
     return rows[0] if rows else None
+
+
+def list_gateways(
+    conn: psycopg.Connection,
+    scope: dict[str, Any],
+    *,
+    state: str | None,
+    team: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The active gateways of the caller's teams: offline first (the longest offline
+    first), then unknown, then online; optionally of one state or team."""
+    return fetch(
+        conn,
+        f"SELECT g.id, g.patient_id, p.team_id, {_STATE_SQL} AS state, g.status_since AS since,"
+        " g.status_at, g.last_seen_at FROM gateways g JOIN patients p ON p.id = g.patient_id"
+        f" WHERE g.active AND {SCOPE_SQL}"
+        f" AND (%(state)s::text IS NULL OR {_STATE_SQL} = %(state)s)"
+        " AND (%(team)s::text IS NULL OR p.team_id = %(team)s)"
+        " ORDER BY CASE WHEN g.online THEN 2 WHEN NOT g.online THEN 0 ELSE 1 END,"
+        " g.status_since NULLS LAST, g.id LIMIT %(limit)s",
+        {**scope, "state": state, "team": team, "limit": limit},
+    )
 
 
 def revoke_gateway(conn: psycopg.Connection, scope: dict[str, Any], gateway_id: str) -> bool:

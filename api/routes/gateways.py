@@ -1,16 +1,19 @@
-"""``/gateways``: provision (admins; the MQTT password is shown once), revoke, status.
+"""``/gateways``: the list of the caller's homes (offline first, since when), provision
+(admins; the MQTT password is shown once), revoke, status.
 
-A gateway is in scope through its patient. Status is the gateway's last retained status
-message as the hub recorded it (``online``/``offline``, ``unknown`` before the first), its
-last contact and its devices; the schema records no battery level, so none is shown.
+A gateway is in scope through its patient. Status is what ingest recorded from the retained
+status topic and the gateway's last will (ingest/status.py): ``online``/``offline`` since
+when (``unknown`` before the first status), the last status message, the last contact and
+the devices. Battery levels: the status payload (wire format v1) carries none, so
+``battery_level`` is null until a gateway reports one.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from api.audit import audit
@@ -47,6 +50,9 @@ class Device(BaseModel):
     firmware: str | None
     last_seen_at: datetime | None
     active: bool
+    battery_level: int | None = Field(
+        default=None, description="percent; null: not known (wire format v1 carries none)"
+    )
 
 
 class GatewayStatus(BaseModel):
@@ -54,16 +60,43 @@ class GatewayStatus(BaseModel):
     patient_id: str
     active: bool
     created_at: datetime
-    last_seen_at: datetime | None
+    last_seen_at: datetime | None = Field(description="the last readings the hub received")
     state: str = Field(description="online, offline (its last will) or unknown")
+    since: datetime | None = Field(description="when the hub learned of the current state")
+    status_at: datetime | None = Field(description="the last status message the hub received")
     last_status: dict[str, Any] | None
     devices: list[Device]
+
+
+class GatewaySummary(BaseModel):
+    id: str
+    patient_id: str
+    team_id: str
+    state: str = Field(description="online, offline (its last will) or unknown")
+    since: datetime | None = Field(description="when the hub learned of the current state")
+    status_at: datetime | None
+    last_seen_at: datetime | None
 
 
 def _changed(request: Request) -> None:
     hook = request.app.state.on_gateways_changed
     if hook is not None:
         hook()
+
+
+@router.get("")
+def list_gateways(
+    conn: Conn,
+    user: CurrentUser,
+    state: Annotated[str | None, Query(pattern="^(online|offline|unknown)$")] = None,
+    team: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[GatewaySummary]:
+    """The active gateways of the caller's teams: offline ones first, the longest offline
+    first, then unknown, then online (``state`` for one of them)."""
+    rows = q.list_gateways(conn, user.scope, state=state, team=team, limit=limit)
+    audit(conn, user, "list_gateways", None, state=state, team=team, rows=len(rows))
+    return [GatewaySummary(**r) for r in rows]
 
 
 @router.post("", status_code=201)

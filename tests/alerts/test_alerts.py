@@ -161,3 +161,36 @@ def test_service_reacts_to_ingest_notify(stack: Stack, registry: psycopg.Connect
     finally:
         service.stop()
         thread.join(10)
+
+
+@pytest.mark.stack
+def test_a_patient_with_a_schedule_is_missed_by_it_not_by_silence(
+    stack: Stack, registry: psycopg.Connection
+) -> None:
+    """Issue 11: missed measurements against each patient's schedule, with its grace."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo("Europe/Copenhagen")
+    gw, _, p = add_home(registry, stack, "alert-sched")
+    registry.execute(
+        "UPDATE gateways SET created_at = now() - interval '5 days' WHERE id = %s", (gw,)
+    )
+    today = datetime.now(UTC).astimezone(zone).date() - timedelta(days=1)
+    at = lambda h, m: datetime(today.year, today.month, today.day, h, m, tzinfo=zone)  # noqa: E731
+    registry.execute(
+        "INSERT INTO measurement_schedules (patient_id, kind, local_times, grace, set_by,"
+        " set_at, reason) VALUES (%s, 'weight', '{08:00}', '2 hours', 'nurse-ida', %s,"
+        " 'daily weight')",
+        (p, at(6, 0) - timedelta(days=3)),
+    )
+    _reading(registry, p, gw, "weight", 80, at(8, 5) - timedelta(days=1))
+    # 09:59: yesterday's weight, today's not yet due past its grace: nothing (the silence
+    # rule alone, 20 hours, would have opened a blue alert).
+    assert check_missed(registry, hours=20, now=at(9, 59)) == 0
+    assert check_missed(registry, hours=20, now=at(10, 1)) == 1
+    (rule, severity, state, _), = _alerts(registry, p)
+    assert (rule, severity, state) == ("missed", "blue", "open")
+    message = registry.execute(
+        "SELECT message FROM alerts WHERE patient_id = %s", (p,)
+    ).fetchone()[0]
+    assert message.startswith("Scheduled measurement missed: body weight (due")

@@ -73,6 +73,9 @@ def request_of(method: str, path: str, t: Team) -> dict[str, Any]:
                 "valid_until": str(date.today() + timedelta(days=90)),
             }
         },
+        ("PUT", "/patients/{patient_id}/schedule"): {
+            "json": {"kinds": [{"kind": "spo2", "local_times": ["08:00"]}], "reason": "COPD plan"}
+        },
         ("GET", "/patients/{patient_id}/series"): {"params": {"kind": "spo2"}},
         ("GET", "/patients/{patient_id}/trend"): {"params": {"kind": "spo2"}},
         ("GET", "/patients"): {"params": {"team": t.team}},
@@ -102,6 +105,9 @@ def team_b_state(conn: psycopg.Connection, b: Team) -> list[Any]:
         ).fetchone(),
         conn.execute(
             "SELECT credential_hash, active FROM gateways WHERE id = %s", (b.gateway,)
+        ).fetchone(),
+        conn.execute(
+            "SELECT count(*) FROM measurement_schedules WHERE patient_id = %s", (b.patient,)
         ).fetchone(),
     ]
 
