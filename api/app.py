@@ -57,7 +57,12 @@ def create_app(
     *,
     config: ApiConfig | None = None,
     on_gateways_changed: Callable[[], None] | None = None,
-    pool_max_size: int = 10,
+    # As many connections as FastAPI's thread pool has threads (anyio's default, 40): a route
+    # holds its connection until its dependency's exit, which also needs a thread. With fewer
+    # connections than threads, threads waiting for a connection took every thread and the
+    # holders could not give theirs back: the API stopped answering under load
+    # (bench/api_bench.py at 200 requests/s with 10).
+    pool_max_size: int = 40,
 ) -> FastAPI:
     """The app on ``database_url``. ``config`` defaults to the one of the ``VV_*`` settings;
     ``on_gateways_changed`` runs after a gateway is provisioned or revoked (the embedded
