@@ -129,7 +129,11 @@ class IngestService:
             log.error("ingest %s: broker refused the connection: %s", self.config.client_id, reason)
             return
         client.subscribe(SHARED_TOPIC, qos=1)
-        client.subscribe(STATUS_TOPIC, qos=1)  # plain: retained states come (status.py)
+        # Plain, so retained states come (status.py); at QoS 0, so a status message never
+        # takes a place in the Receive Maximum window that the readings' QoS 1 messages
+        # need while the status thread writes: a lost one comes again, retained, on the
+        # next subscribe.
+        client.subscribe(STATUS_TOPIC, qos=0)
         self._mqtt_down_since = None
         self._connected.set()
         log.info("ingest %s: connected, subscribed to %s", self.config.client_id, SHARED_TOPIC)

@@ -17,8 +17,10 @@ decoded by the wire codec and recorded on ``gateways``, in a thread of their own
   (vitalvagt/wire.py ``GatewayStatus``); none are recorded.
 - An empty payload (how MQTT deletes a retained message) is acknowledged and ignored.
 - A payload that fails the wire checks is a dead letter (same bounds as ingest's, own
-  budget); a status of a gateway the hub does not know changes nothing. Acknowledged only
-  after the commit, like observations; a database outage is waited out.
+  budget); a status of a gateway the hub does not know changes nothing. Subscribed at QoS 0
+  (nothing to acknowledge, so status messages never hold up the readings' QoS 1 window); a
+  database outage is waited out, and a message lost meanwhile comes again, retained, on
+  the next subscribe.
 """
 
 from __future__ import annotations
