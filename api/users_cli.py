@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vitalvagt.endpoints import with_stack_defaults
-from vitalvagt.errors import VitalvagtError
+from vitalvagt.endpoints import database_url
 from vitalvagt.roles import Role
 from vitalvagt.settings import Settings
 
@@ -14,19 +13,12 @@ from vitalvagt.settings import Settings
 # builds its parser on a tablet too, where neither is installed (tests/core/test_tablet_install.py).
 
 
-def _url(settings: Settings) -> str:
-    settings = with_stack_defaults(settings)
-    if settings.database_url is None:
-        raise VitalvagtError("no database: set VV_DATABASE_URL or run `vitalvagt stack up` first")
-    return settings.database_url.get_secret_value()
-
-
 def _add(args: argparse.Namespace, settings: Settings) -> int:
     from api.users import add_user
     from vitalvagt.db.connect import connect
 
     password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
-    with connect(_url(settings)) as conn:
+    with connect(database_url(settings)) as conn:
         user, password = add_user(
             conn,
             args.user_id,
@@ -45,7 +37,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     from api.users import list_users
     from vitalvagt.db.connect import connect
 
-    with connect(_url(settings)) as conn:
+    with connect(database_url(settings)) as conn:
         users = list_users(conn)
     for u in users:
         state = "active" if u.active else "disabled"
@@ -57,7 +49,7 @@ def _disable(args: argparse.Namespace, settings: Settings) -> int:
     from api.users import disable_user
     from vitalvagt.db.connect import connect
 
-    with connect(_url(settings)) as conn:
+    with connect(database_url(settings)) as conn:
         if not disable_user(conn, args.user_id):
             print(f"no active user {args.user_id!r}", file=sys.stderr)
             return 1

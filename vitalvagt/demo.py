@@ -22,6 +22,7 @@ def _built(module: str) -> bool:
 # until Ctrl-C, not until the history is replayed.
 LIVE_DAYS = 30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+VV = [sys.executable, "-m", "vitalvagt.cli"]  # the components, run as operators run them
 API_PORT, HEALTH_PORT = 8000, 9101  # preferred; a free port when taken
 # The demo's cohort (20 homes, the default --homes, and 14 days of history): the seed is
 # chosen so that a real simulated deterioration (an infection: fever of 38.9 and 38.6 C on
@@ -58,12 +59,11 @@ def demo_processes(
     health_port: int = HEALTH_PORT, seed: int = DEMO_SEED,
 ) -> list[tuple[str, list[str]]]:  # fmt: skip
     """The component processes of the demo, in start order; only the built ones."""
-    vv = [sys.executable, "-m", "vitalvagt.cli"]
     wanted = [
-        ("ingest", "ingest.cli", [*vv, "ingest", "run", "--health-port", str(health_port)]),
-        ("alerts", "alerts.cli", [*vv, "alerts", "run"]),
-        ("api", "api.cli", [*vv, "api", "serve", "--port", str(api_port)]),
-        ("fleet", "simulator.fleet", [*vv, "simulate", "fleet", "--homes", str(homes),
+        ("ingest", "ingest.cli", [*VV, "ingest", "run", "--health-port", str(health_port)]),
+        ("alerts", "alerts.cli", [*VV, "alerts", "run"]),
+        ("api", "api.cli", [*VV, "api", "serve", "--port", str(api_port)]),
+        ("fleet", "simulator.fleet", [*VV, "simulate", "fleet", "--homes", str(homes),
                                       "--speed", str(speed), "--days", str(history_days),
                                       "--live-days", str(LIVE_DAYS), "--seed", str(seed),
                                       "--continuous", str(CONTINUOUS_HOMES)]),
@@ -118,10 +118,10 @@ def demo_team(database_url: str) -> str | None:
     return row[0] if row else None
 
 
-def add_demo_user(team: str, vv: list[str]) -> bool:
+def add_demo_user(team: str) -> bool:
     """The demo's nurse of ``team`` (through `vitalvagt user add`, as an operator would);
     True when the user exists afterwards."""
-    r = subprocess.run([*vv, "user", "add", DEMO_USER, "--name", "Demo nurse", "--role",
+    r = subprocess.run([*VV, "user", "add", DEMO_USER, "--name", "Demo nurse", "--role",
                         "nurse", "--team", team, "--password-stdin"],
                        input=DEMO_PASSWORD + "\n", capture_output=True, text=True)  # fmt: skip
     return r.returncode == 0 or "exists already" in r.stderr
@@ -190,11 +190,10 @@ def run_demo(
         next_report = time.monotonic() + 10
         streaming: str | None = None
         user_added = not any(name == "api" for name, _ in procs)
-        vv = [sys.executable, "-m", "vitalvagt.cli"]
         api = f"http://127.0.0.1:{api_port}"
         while deadline is None or time.monotonic() < deadline:
             if not user_added and (team := demo_team(stack.database_url())):
-                if add_demo_user(team, vv):
+                if add_demo_user(team):
                     user_added = True
                     print(login_hint(api), flush=True)
             if time.monotonic() >= next_report:
