@@ -6,7 +6,9 @@
   (``notices.db``) in the gateway directory;
 - the bleak backends for ``VV_BLE_TRANSPORT`` (a backend plugin only when it names one);
 - ``Publisher`` on the broker of ``vitalvagt.endpoints.mqtt_endpoint(settings, gateway_id)``;
-- ``BleManager``, whose readings wake the publisher.
+- ``BleManager``, whose readings wake the publisher;
+- ``BatteryReport`` (gateway/battery.py): the paired devices' battery levels in the online
+  status, published again when they changed enough.
 
 ``contextlib.AsyncExitStack`` closes them in reverse: the BLE side stops first, so nothing is
 read that could not be stored, and the outbox closes last.
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+from gateway.battery import BatteryReport
 from gateway.ble import BleManager
 from gateway.ble_connect import Backends, ble_backends
 from gateway.errors import GatewaySettingError
@@ -195,6 +198,9 @@ class GatewayApp:
                     legacy_sqlite=self.dir / LEGACY_OUTBOX_FILE,
                 )
             )
+            self.battery = BatteryReport()
+            self.battery.set_devices(self.pairing.devices())  # levels from before a restart
+            stack.callback(self.battery.close)
             backends = self._backends
             if backends is None:
                 backends = await stack.enter_async_context(
@@ -206,8 +212,10 @@ class GatewayApp:
                     self.outbox,
                     on_command=self.handle_command,
                     on_receipt=self.notices.record_receipt,
+                    status_devices=self.battery.for_status,
                 )
             )
+            self.battery.publish = self.publisher.publish_status
             extra = {"clock": self._clock} if self._clock is not None else {}
             self.ble = await stack.enter_async_context(
                 BleManager(
@@ -217,6 +225,7 @@ class GatewayApp:
                     backends=backends,
                     zone=self.zone,
                     on_stored=self.publisher.wake,
+                    battery=self.battery,
                     **extra,
                 )
             )

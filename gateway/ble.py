@@ -7,9 +7,11 @@ One supervised task per paired device (``BleManager``):
 2. connect with bleak-retry-connector's ``establish_connection`` (bleak's 20 s connect
    time-out, a few attempts, all inside an outer safety time-out), pairing first when the
    device needs a bond;
-3. read Device Information once (kept in the pairing list), Battery when offered, set the
-   device clock through Current Time 0x2A2B when present, then subscribe to every
-   measurement characteristic the gateway can decode (indications and notifications);
+3. read Device Information once (kept in the pairing list), the Battery Level when the
+   device has the Battery Service (read, and its notifications where it notifies them;
+   gateway/battery.py checks and reports them), set the device clock through Current Time
+   0x2A2B when present, then subscribe to every measurement characteristic the gateway can
+   decode (indications and notifications);
 4. on each value: decode with the device's profile, build the observations, write them to
    the outbox (durably, inside the callback, so that the indication is confirmed only after
    the fsync where the backend confirms on return, as the emulated one does) and wake the
@@ -51,9 +53,17 @@ from typing import Self
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.service import BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_16
 
+from gateway.battery import (
+    BATTERY_LEVEL,
+    BATTERY_SERVICE,
+    BatteryLevel,
+    BatteryReport,
+    battery_level,
+)
 from gateway.ble_connect import (
     CONNECT_ATTEMPTS,
     Backends,
@@ -70,13 +80,13 @@ from gateway.outbox import Outbox
 from gateway.pairing import PairedDevice, PairingList, normalize_address
 from gateway.profiles import PROFILES
 from gateway.readings import current_time_value, to_observations
+from vitalvagt.logs import Throttle
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.quality import Flag
 from vitalvagt.retry import BLE_DEVICE, Backoff
 
 log = logging.getLogger(__name__)
 
-BATTERY_LEVEL = normalize_uuid_16(0x2A19)
 CURRENT_TIME = normalize_uuid_16(0x2A2B)
 REDELIVERY_WINDOW = timedelta(seconds=60)
 RECENT_IDS = 4096
@@ -103,6 +113,7 @@ class DeviceStats:
     decode_errors: int = 0
     errors: int = 0  # other failures while handling a value
     clock_writes: int = 0
+    battery_invalid: int = 0  # Battery Level values dropped (over 100, wrong length)
     last_error: str | None = None
 
 
@@ -122,6 +133,8 @@ class _Device:
     connected: bool = False
     last_indicated: dict[str, _LastValue] = field(default_factory=dict)
     seen_saved_at: datetime | None = None  # last time "last seen" was written
+    battery: BatteryLevel | None = None  # the last valid Battery Level
+    battery_saved_at: datetime | None = None  # last time it was written to the pairing list
 
 
 class BleManager:
@@ -139,6 +152,7 @@ class BleManager:
         clock: Callable[[], datetime] = _utc_now,
         backoff: Callable[[], Backoff] = BLE_DEVICE.backoff,
         connect_attempts: int = CONNECT_ATTEMPTS,
+        battery: BatteryReport | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self._pairing = pairing
@@ -153,6 +167,8 @@ class BleManager:
         self._retired: set[asyncio.Task[None]] = set()  # cancelled, maybe still disconnecting
         self._recent: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._watcher: AdvertisementWatcher | None = None
+        self._battery = battery
+        self._battery_throttle = Throttle(per_interval=3, interval_s=3600)
         self.decode_errors = 0
 
     # --- life cycle -----------------------------------------------------------------------
@@ -192,10 +208,14 @@ class BleManager:
             device = self._devices.get(address)
             if device is None:
                 device = self._devices[address] = _Device(entry)
+                if entry.battery_level is not None and entry.battery_at is not None:
+                    device.battery = BatteryLevel(entry.battery_level, entry.battery_at)
             else:
                 device.entry = entry  # profile, user id and bonding apply from now on
             if self._watcher is not None and (device.task is None or device.task.done()):
                 device.task = asyncio.create_task(self._supervise(device), name=f"ble-{address}")
+        if self._battery is not None:
+            self._battery.set_devices(entries.values())
 
     # --- state ----------------------------------------------------------------------------
     def stats(self) -> dict[str, DeviceStats]:
@@ -204,6 +224,11 @@ class BleManager:
     def connected(self, address: str) -> bool:
         device = self._devices.get(normalize_address(address))
         return device is not None and device.connected
+
+    def battery(self, address: str) -> BatteryLevel | None:
+        """The device's last valid battery level and when it was received, if known."""
+        device = self._devices.get(normalize_address(address))
+        return None if device is None else device.battery
 
     # --- per-device supervision -------------------------------------------------------------
     async def _supervise(self, device: _Device) -> None:
@@ -288,20 +313,10 @@ class BleManager:
             info = await read_device_information(client)
             self._pairing.set_info(address, **info)
             device.entry = replace(device.entry, **info)
-        battery = None
-        if services.get_characteristic(BATTERY_LEVEL) is not None:
-            try:
-                value = await client.read_gatt_char(BATTERY_LEVEL)
-                battery = value[0] if value else None
-            except BleakError as exc:
-                log.warning("%s: battery level unreadable: %s", address, exc)
         now = self._clock()
-        self._pairing.seen(address, now, battery_level=battery)
-        device.entry = replace(
-            device.entry,
-            last_seen=now,
-            battery_level=battery if battery is not None else device.entry.battery_level,
-        )
+        self._pairing.seen(address, now)
+        device.entry = replace(device.entry, last_seen=now)
+        await self._read_battery(device, client)
         if services.get_characteristic(CURRENT_TIME) is not None:
             try:
                 value = current_time_value(self._clock(), self._zone)
@@ -332,6 +347,63 @@ class BleManager:
                 f"({', '.join(sorted(wanted))}); check the device type and profile"
             )
         return subscribed
+
+    async def _read_battery(self, device: _Device, client: BleakClient) -> None:
+        """The Battery Level of the Battery Service, when the device has it: read now, and
+        notified from now on where the device notifies it. Never fails the session."""
+        char = _battery_characteristic(client.services)
+        if char is None:
+            return  # no Battery Service: normal, the device simply has no level
+        address = device.entry.address
+        try:
+            if "read" in char.properties:
+                self.handle_battery(address, await client.read_gatt_char(char))
+            if "notify" in char.properties:
+                await client.start_notify(char, partial(self._on_battery, device))
+        except (BleakError, TimeoutError) as exc:
+            log.warning("%s: battery level unreadable: %s", address, exc)
+
+    def _on_battery(
+        self, device: _Device, _sender: BleakGATTCharacteristic, data: bytearray
+    ) -> None:
+        self.handle_battery(device.entry.address, data)
+
+    def handle_battery(self, address: str, data: bytes | bytearray) -> int | None:
+        """One Battery Level value (read or notified): checked, kept, reported; returns the
+        level, or None when it was dropped. Never raises for anything a device sends."""
+        address = normalize_address(address)
+        device = self._devices.get(address)
+        if device is None:
+            return None
+        at = self._clock()
+        try:
+            level = battery_level(data)
+        except DecodeError as exc:
+            device.stats.battery_invalid += 1
+            show, held = self._battery_throttle.allow(address)
+            if show:  # a device may send one every second: a few lines an hour
+                log.warning("%s: invalid battery level dropped (bytes %s): %s (%d more not"
+                            " logged)", address, bytes(data).hex() or "none", exc.reason,
+                            held)  # fmt: skip
+            return None
+        previous, device.battery = device.battery, BatteryLevel(level, at)
+        changed = previous is None or previous.level != level
+        if changed:
+            log.info("%s: battery %d %%", address, level)
+        # Written on a change, else at most once a minute (some devices notify every second).
+        saved = device.battery_saved_at
+        if changed or saved is None or at - saved >= SEEN_WRITE_INTERVAL:
+            device.battery_saved_at = at
+            try:
+                self._pairing.set_battery(address, level, at)
+            except sqlite3.Error as exc:
+                log.warning("%s: could not record the battery level: %s", address, exc)
+        if self._battery is not None:
+            try:
+                self._battery.record(address, level, at, model=device.entry.model)
+            except Exception:
+                log.exception("%s: could not report the battery level", address)
+        return level
 
     def _on_notify(
         self,
@@ -470,3 +542,13 @@ class BleManager:
                 self._pairing.seen(device.entry.address, at)
             except sqlite3.Error as exc:
                 log.warning("%s: could not record last seen: %s", device.entry.address, exc)
+
+
+def _battery_characteristic(services: BleakGATTServiceCollection) -> BleakGATTCharacteristic | None:
+    """Battery Level (0x2A19) of the first Battery Service (0x180F), if the device has one."""
+    for service in services:
+        if normalize_uuid(service.uuid) == BATTERY_SERVICE:
+            for char in service.characteristics:
+                if normalize_uuid(char.uuid) == BATTERY_LEVEL:
+                    return char
+    return None

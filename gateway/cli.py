@@ -324,6 +324,7 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
                         "user_id": d.user_id,
                         "last_seen": d.last_seen.isoformat() if d.last_seen else None,
                         "battery_level": d.battery_level,
+                        "battery_at": d.battery_at.isoformat() if d.battery_at else None,
                     }
                     for d in devices
                 ],
@@ -430,6 +431,7 @@ def _add_notices(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 # --- run ---------------------------------------------------------------------------------
+
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import broker_config

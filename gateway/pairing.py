@@ -5,7 +5,8 @@ It lives in ``pairing.db`` in the gateway directory (``VV_GATEWAY_DIR``, default
 (which health service it offers), the name it advertised, what its Device Information
 service said (read once, on the first connection), the quirk profile chosen by the
 operator, whether it needs bonding, the patient's user slot on scales and cuffs (a reading
-from another slot gets ``Flag.OTHER_USER``), when it was last seen and its battery level.
+from another slot gets ``Flag.OTHER_USER``), when it was last seen, and its last valid
+battery level with the time it was received (gateway/battery.py).
 
 A second table keeps the last values the gateway could not decode, so that
 ``vitalvagt gateway devices --undecodable`` can hand them to ``vitalvagt gateway decode``.
@@ -58,6 +59,7 @@ class PairedDevice:
     paired_at: datetime | None = None
     last_seen: datetime | None = None
     battery_level: int | None = None
+    battery_at: datetime | None = None  # when the gateway received battery_level
 
     @property
     def info_read(self) -> bool:
@@ -75,7 +77,7 @@ class Undecodable:
 
 _COLUMNS = (
     "address, type, name, manufacturer, model, serial, firmware, profile, requires_bonding,"
-    " user_id, paired_at, last_seen, battery_level"
+    " user_id, paired_at, last_seen, battery_level, battery_at"
 )
 
 
@@ -98,6 +100,7 @@ def _row(row: tuple[Any, ...]) -> PairedDevice:
         paired_at,
         last_seen,
         battery,
+        battery_at,
     ) = row
     return PairedDevice(
         address,
@@ -113,6 +116,7 @@ def _row(row: tuple[Any, ...]) -> PairedDevice:
         _time(paired_at),
         _time(last_seen),
         battery,
+        _time(battery_at),
     )
 
 
@@ -137,7 +141,8 @@ class PairingList(SqliteFile):
                 user_id          INTEGER,
                 paired_at        TEXT NOT NULL,
                 last_seen        TEXT,
-                battery_level    INTEGER
+                battery_level    INTEGER,
+                battery_at       TEXT
             );
             CREATE TABLE IF NOT EXISTS undecodable (
                 id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,8 +154,16 @@ class PairingList(SqliteFile):
             );
             """
         )
+        # A pairing list from before battery_at: the column is added (levels kept, no time).
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
+        if "battery_at" not in columns:
+            try:
+                self.db.execute("ALTER TABLE devices ADD COLUMN battery_at TEXT")
+            except sqlite3.OperationalError:  # another process (a CLI command) added it first
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
+                if "battery_at" not in columns:
+                    raise
         return self
-
 
     def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -227,10 +240,19 @@ class PairingList(SqliteFile):
         )
 
     def seen(self, address: str, at: datetime, *, battery_level: int | None = None) -> None:
+        """Last seen at ``at``; with ``battery_level``, also that level received then."""
+        stamp = at.astimezone(UTC).isoformat()
         self._execute(
-            "UPDATE devices SET last_seen = ?, battery_level = coalesce(?, battery_level)"
-            " WHERE address = ?",
-            (at.astimezone(UTC).isoformat(), battery_level, normalize_address(address)),
+            "UPDATE devices SET last_seen = ?, battery_level = coalesce(?, battery_level),"
+            " battery_at = CASE WHEN ? IS NULL THEN battery_at ELSE ? END WHERE address = ?",
+            (stamp, battery_level, battery_level, stamp, normalize_address(address)),
+        )
+
+    def set_battery(self, address: str, level: int, at: datetime) -> None:
+        """The last valid battery level and when it was received."""
+        self._execute(
+            "UPDATE devices SET battery_level = ?, battery_at = ? WHERE address = ?",
+            (level, at.astimezone(UTC).isoformat(), normalize_address(address)),
         )
 
     # --- values that could not be decoded -------------------------------------------------

@@ -17,7 +17,9 @@
   space; while catching up, up to ``batch_size`` readings go in one message.
 - paho reconnects with back-off by itself and resends its in-flight messages in order; a
   restarted process resends everything still in the outbox (the stable id de-duplicates).
-- The status topic is retained: "online" on connect, "offline" as the last will.
+- The status topic is retained: "online" on connect (with the paired devices and their
+  battery levels, ``status_devices``; ``publish_status`` sends it again when they changed,
+  gateway/battery.py decides when), "offline" as the last will.
 
 paho calls back from its own thread; everything crosses into asyncio with
 ``call_soon_threadsafe`` (design rule 4).
@@ -31,7 +33,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,7 @@ from vitalvagt.wire import (
     ObservationBatch,
     Receipt,
     ReceiptOutcome,
+    StatusDevice,
     cmd_topic,
     encode,
     obs_topic,
@@ -135,6 +138,7 @@ class Publisher:
         *,
         on_command: Callable[[Command], None] | None = None,
         on_receipt: Callable[[ReceivedByHub], None] | None = None,
+        status_devices: Callable[[], Sequence[StatusDevice]] | None = None,
     ) -> None:
         if not 1 <= config.max_inflight <= MQTT_MAX_INFLIGHT:
             raise GatewayError(
@@ -144,6 +148,8 @@ class Publisher:
         self.outbox = outbox
         self.on_command = on_command
         self.on_receipt = on_receipt
+        self.status_devices = status_devices  # listed in online statuses (on the loop)
+        self._closing = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -208,6 +214,7 @@ class Publisher:
         self._task = asyncio.create_task(self._pump(), name=f"publisher-{cfg.gateway_id}")
 
     async def close(self) -> None:
+        self._closing = True
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -253,9 +260,8 @@ class Publisher:
                 # The broker lost our session, so it may have lost what it queued for ingest
                 # too: send everything not yet receipted again now, not after the time-out.
                 self._call(self._resend_unconfirmed, "the broker lost its session")
-        client.publish(
-            status_topic(self.config.gateway_id), self._status(GatewayState.ONLINE), 1, True
-        )
+        # Built on the loop, where the outbox and the battery levels live.
+        self._call(self._publish_online)
         log.info(
             "gateway %s: connected to %s:%d",
             self.config.gateway_id,
@@ -302,8 +308,25 @@ class Publisher:
                 loop.call_soon_threadsafe(fn, *args)
 
     # --- asyncio side -------------------------------------------------------------------
+    def publish_status(self) -> bool:
+        """Publish the retained online status again (e.g. battery levels changed); False when
+        not connected: the status on connecting carries the news."""
+        if self._client is None or not self._connected.is_set():
+            return False
+        self._publish_online()
+        return True
+
+    def _publish_online(self) -> None:
+        if self._client is not None and not self._closing:  # never after the offline one
+            self._client.publish(
+                status_topic(self.config.gateway_id), self._status(GatewayState.ONLINE), 1, True
+            )
+
     def _status(self, state: GatewayState) -> bytes:
         stats = self.outbox.stats() if self.outbox.is_open else None
+        devices = None
+        if state is GatewayState.ONLINE and self.status_devices is not None:
+            devices = tuple(self.status_devices()) or None
         return encode(
             GatewayStatus(
                 gateway_id=self.config.gateway_id,
@@ -313,6 +336,7 @@ class Publisher:
                 outbox_dropped=stats.dropped_total if stats else None,
                 outbox_damaged=stats.damaged_total if stats else None,
                 software=self.config.software,
+                devices=devices,
             )
         )
 

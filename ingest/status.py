@@ -13,8 +13,14 @@ decoded by the wire codec and recorded on ``gateways``, in a thread of their own
   change is the hub's receive time: the gateway builds its last will when it connects, so
   the will's ``at`` is the connect time, not the drop. A retained message replayed on
   subscribe that changes the state gets the best lower bound instead: the later of its
-  ``at`` and the gateway's last contact. The status payload carries no battery levels
-  (vitalvagt/wire.py ``GatewayStatus``); none are recorded.
+  ``at`` and the gateway's last contact.
+- Battery levels: an online status may list the paired devices with their last battery
+  level (wire ``StatusDevice``). Each level is recorded on its ``devices`` row
+  (``battery_level``, ``battery_at``, migration 0014; a device the hub has not seen yet gets
+  its row), in the status's transaction and only when the status itself was recorded; a
+  level older than the one recorded changes nothing. A status without devices (an older
+  gateway, a last will) leaves the levels as they were, so a home that goes offline keeps
+  its last known levels.
 - An empty payload (how MQTT deletes a retained message) is acknowledged and ignored.
 - A payload that fails the wire checks is a dead letter (same bounds as ingest's, own
   budget); a status of a gateway the hub does not know changes nothing. Subscribed at QoS 0
@@ -33,7 +39,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from pydantic import ValidationError
 
 from ingest.bounds import DeadLetterBudget, DeadLetterLimits
 from ingest.errors import DatabaseUnavailable, StorageRefused
@@ -42,15 +47,14 @@ from ingest.store import Store
 from vitalvagt.db.connect import Outage
 from vitalvagt.logs import Throttle
 from vitalvagt.wire import (
-    MAX_PAYLOAD_BYTES,
     Channel,
     GatewayState,
     GatewayStatus,
     WireError,
     WireErrorCode,
-    _diagnose,  # the codec's slow path: names the first problem in the hub's own words
     parse_topic,
 )
+from vitalvagt.wire import decode_status as wire_decode_status
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +62,14 @@ STATUS_TOPIC = "vv/v1/gw/+/status"
 
 
 def decode_status(msg: Message) -> tuple[str, GatewayStatus] | Rejected:
-    """The wire checks of one status message: topic, size, schema, gateway id, no NUL."""
+    """The wire checks of one status message: topic, then the codec's (size, schema, battery
+    levels, gateway id, no NUL)."""
     gateway_id: str | None = None
     try:
         gateway_id, channel = parse_topic(msg.topic)
         if channel is not Channel.STATUS:
             raise WireError(WireErrorCode.BAD_TOPIC, "topic", "is not a status topic")
-        raw = msg.payload
-        if len(raw) > MAX_PAYLOAD_BYTES:
-            raise WireError(WireErrorCode.OVERSIZE, "payload",
-                            f"{len(raw)} bytes is over the {MAX_PAYLOAD_BYTES} limit")  # fmt: skip
-        try:
-            status = GatewayStatus.model_validate_json(raw)
-        except ValidationError as exc:
-            _diagnose(raw, exc)
-        if status.gateway_id != gateway_id:
-            raise WireError(WireErrorCode.GATEWAY_MISMATCH, "gateway_id",
-                            f"does not match the topic's gateway {gateway_id!r}")  # fmt: skip
-        if status.software is not None and "\x00" in status.software:
-            raise WireError(WireErrorCode.INVALID_FIELD, "software",
-                            "contains a NUL character, which no database can hold")  # fmt: skip
+        status = wire_decode_status(msg.payload, topic_gateway_id=gateway_id)
     except WireError as exc:
         return Rejected(msg, gateway_id, exc.code.value, str(exc))
     return gateway_id, status
@@ -99,6 +91,17 @@ WHERE g.id = %(gateway)s AND (g.status_at IS NULL OR g.status_at <= %(received)s
 RETURNING g.online, g.status_since
 """
 
+# A device's last battery level, from an online status; an older level changes nothing.
+_BATTERY_SQL = """
+INSERT INTO devices (gateway_id, address, model, battery_level, battery_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (gateway_id, address) DO UPDATE SET
+    battery_level = EXCLUDED.battery_level,
+    battery_at = EXCLUDED.battery_at,
+    model = coalesce(devices.model, EXCLUDED.model)
+WHERE devices.battery_at IS NULL OR devices.battery_at <= EXCLUDED.battery_at
+"""
+
 
 def record_status(
     conn: psycopg.Connection,
@@ -108,8 +111,9 @@ def record_status(
     received_at: datetime,
     retained: bool,
 ) -> tuple[bool, datetime] | None:
-    """Record one decoded status; returns (online, since) as now recorded, or None when the
-    gateway is unknown or the message was older than the state recorded."""
+    """Record one decoded status and the battery levels it carries; returns (online, since)
+    as now recorded, or None when the gateway is unknown or the message was older than the
+    state recorded."""
     row = conn.execute(
         _RECORD_SQL,
         {
@@ -121,7 +125,17 @@ def record_status(
             "gateway": gateway_id,
         },
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    levels = [d for d in status.devices or () if d.battery_level is not None]
+    if levels:
+        with conn.cursor() as cur:
+            cur.executemany(
+                _BATTERY_SQL,
+                [(gateway_id, d.address.upper(), d.model, d.battery_level, d.battery_at)
+                 for d in levels],
+            )  # fmt: skip
+    return row[0], row[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,8 @@ Current Time services. The
 measurement bytes are made by the caller (``simulator.sig_encoders``); a device only moves
 them: ``measure(payload)`` indicates or notifies them, and keeps indicated readings while no
 central listens, the way cuffs, scales and thermometers store readings for the next link.
+The Battery Service (``battery``, simulator/ble_battery.py) drains over the simulated time
+and notifies; ``battery=False`` leaves it out, as on a device without one.
 
 Faults for tests: drop the link right before or while sending, send random bytes, lose the
 link without a terminate (out of range), require bonding before subscribing.
@@ -39,9 +41,9 @@ from bumble.core import AdvertisingData
 from bumble.data_types import CompleteListOf16BitServiceUUIDs, CompleteLocalName, Flags
 from bumble.device import Connection, Device
 from bumble.keys import MemoryKeyStore
-from bumble.profiles.battery_service import BatteryService
 from bumble.profiles.device_information_service import DeviceInformationService
 
+from simulator.ble_battery import EmulatedBattery
 from simulator.bumble_adapter import run_until_disconnected
 from simulator.bumble_radio import BumbleLink
 
@@ -112,6 +114,7 @@ class EmulatedDevice:
         address: str | None = None,
         info: DeviceInfo | None = None,
         battery_level: int = 87,
+        battery: EmulatedBattery | bool = True,
         requires_bonding: bool = False,
         current_time: bool | None = None,
         queue_limit: int = 50,
@@ -122,7 +125,10 @@ class EmulatedDevice:
         self.name = name or self.DEFAULT_NAME
         self.address = address or f"{self.ADDRESS_PREFIX}:{number % 256:02X}"
         self.info = info or DeviceInfo(serial=f"{number:04d}")
-        self.battery_level = battery_level
+        # True: a Battery Service at ``battery_level``; False: none.
+        if battery is True:
+            battery = EmulatedBattery(battery_level)
+        self.battery: EmulatedBattery | None = battery or None
         self.requires_bonding = requires_bonding
         self.has_current_time = self.HAS_CURRENT_TIME if current_time is None else current_time
         self.advertising_interval_ms = advertising_interval_ms
@@ -171,6 +177,8 @@ class EmulatedDevice:
         await device.power_on()
         self._device = device
         await self.set_advertising(True)
+        if self.battery is not None:
+            self.battery.open(device, lambda: self._connection)
         logger.info("%s: %s open", self.address, self.name)
 
     async def close(self) -> None:
@@ -180,6 +188,8 @@ class EmulatedDevice:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.battery is not None:
+            await self.battery.close()
         await self.disconnect(
             hci.HCI_ErrorCode.REMOTE_DEVICE_TERMINATED_CONNECTION_DUE_TO_POWER_OFF_ERROR
         )
@@ -198,6 +208,17 @@ class EmulatedDevice:
         if self._device is None:
             raise RuntimeError(f"{self!r} is not open")
         return self._device
+
+    @property
+    def battery_level(self) -> int:
+        """The Battery Level now (0 without a Battery Service)."""
+        return 0 if self.battery is None else self.battery.level
+
+    @battery_level.setter
+    def battery_level(self, level: int) -> None:
+        if self.battery is None:
+            raise RuntimeError(f"{self!r} has no Battery Service")
+        self.battery.level = level  # notified at once to a subscribed central
 
     @property
     def connected(self) -> bool:
@@ -419,8 +440,9 @@ class EmulatedDevice:
                 serial_number=self.info.serial,
                 firmware_revision=self.info.firmware,
             ),
-            BatteryService(read_battery_level=lambda _connection: self.battery_level),
         ]
+        if self.battery is not None:
+            services.append(self.battery.service())
         if self.has_current_time:
             services.append(self._current_time_service())
         return services

@@ -44,6 +44,7 @@ from gateway.pairing import PAIRING_FILE, PairingList
 from gateway.publisher import BrokerConfig
 from gateway.readings import device_time_to_utc
 from simulator import ble_devices as emu
+from simulator.ble_battery import EmulatedBattery
 from simulator.ble_home import EmulatedHome
 from simulator.cohort_format import DeviceRecord, Home, ObservationRow
 from simulator.errors import SimulatorError
@@ -205,13 +206,17 @@ def encode_reading(reading: BleReading, zone: tzinfo) -> Encoded:
     return Encoded(payload, tuple(dict.fromkeys(inexact)))
 
 
-def emulated_device(record: DeviceRecord) -> emu.EmulatedDevice:
-    """The emulated peripheral of a cohort device: its address, model, clock or none."""
+def emulated_device(
+    record: DeviceRecord, *, sim_time: Callable[[], datetime] | None = None
+) -> emu.EmulatedDevice:
+    """The emulated peripheral of a cohort device: its address, model, clock or none, and a
+    battery that drains over ``sim_time`` (the fleet's clock)."""
     cls = _DEVICE_CLASS[record.type]
     info = emu.DeviceInfo(model=record.model, serial=record.address[-8:].replace(":", ""))
     # A device without a clock has no Current Time service for the gateway to set.
     clock = None if record.has_clock else False
-    return cls(address=record.address, info=info, current_time=clock)
+    battery = EmulatedBattery(sim_time=sim_time)
+    return cls(address=record.address, info=info, current_time=clock, battery=battery)
 
 
 def pair_home(directory: Path, records: Sequence[DeviceRecord]) -> None:
@@ -284,7 +289,8 @@ class BleHome:
         # A fresh directory: a previous run's outbox must not publish into this one.
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        devices = {r.address: emulated_device(r) for r in self.home.patient.devices}
+        devices = {r.address: emulated_device(r, sim_time=self.clock.now)
+                   for r in self.home.patient.devices}  # fmt: skip
         pair_home(self.dir, self.home.patient.devices)
         async with contextlib.AsyncExitStack() as stack:
             radio = await stack.enter_async_context(EmulatedHome(list(devices.values())))

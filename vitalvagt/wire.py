@@ -7,8 +7,9 @@ Topics carry the gateway id and never personal data:
     vv/v1/gw/{gateway_id}/cmd      hub -> gateway   commands (measure again, config changed)
     vv/v1/gw/{gateway_id}/receipt  hub -> gateway   receipts: which batches the hub committed
 
-``decode_batch`` is the one gate every message passes: it names the field and the reason of
-the first thing wrong, with a machine-readable ``code`` that ingest stores in dead letters.
+``decode_batch`` (``decode_status`` for status messages) is the one gate every message
+passes: it names the field and the reason of the first thing wrong, with a machine-readable
+``code`` that ingest stores in dead letters.
 A reason is made of the hub's own words only (field names from the schema, rules, limits):
 never the sender's text, which may hold a name or a CPR number typed into the wrong field,
 a NUL that no database text can hold, or megabytes of garbage.
@@ -23,7 +24,15 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, NoReturn
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from vitalvagt.errors import VitalvagtError
@@ -50,6 +59,8 @@ BATCH_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 # Receipts name at most this many batches each (about 100 bytes each): a commit covering
 # more of one gateway's batches sends several receipts.
 MAX_RECEIPT_BATCHES = 1000
+# Devices a status lists at most (a home has about five).
+MAX_STATUS_DEVICES = 64
 
 _TOPIC_RE = re.compile(r"^vv/v1/gw/([a-z0-9][a-z0-9-]{2,62})/(obs|status|cmd|receipt)$")
 # The batch id of a message that failed validation, so that its receipt can still name it.
@@ -176,6 +187,54 @@ class GatewayState(StrEnum):
     OFFLINE = "offline"
 
 
+class StatusDevice(BaseModel):
+    """One paired device in a gateway status: its address and its last battery level."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # The level and its time come together (checked by _with_its_level below).
+        json_schema_extra={
+            "dependentRequired": {"battery_level": ["battery_at"], "battery_at": ["battery_level"]}
+        },
+    )
+
+    address: str = Field(
+        min_length=1, max_length=64, description="Bluetooth address or vendor device id"
+    )
+    model: str | None = Field(default=None, max_length=128)
+    # Strict: an integer percent (Battery Level 0x2A19), never "50", 50.5 or true.
+    battery_level: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        strict=True,
+        description="Percent, 0-100, as the device last reported it; absent when the device "
+        "has no Battery Service or has not reported a valid level",
+    )
+    battery_at: AwareDatetime | None = Field(
+        default=None,
+        validate_default=True,
+        description="When the gateway received that level; required with battery_level",
+    )
+
+    @field_validator("battery_at", mode="before")
+    @classmethod
+    def _iso_text(cls, v: object) -> object:
+        return None if v is None else require_iso_text(v)
+
+    @field_validator("battery_at")
+    @classmethod
+    def _with_its_level(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        # (A battery_level that failed is not in info.data: its own error comes first.)
+        level = info.data.get("battery_level")
+        if v is None and level is not None:
+            raise PydanticCustomError("missing", "is required with battery_level")
+        if v is not None and level is None and "battery_level" in info.data:
+            raise PydanticCustomError("battery_at_alone", "is given without battery_level")
+        return None if v is None else utc_in_range(v)
+
+
 class GatewayStatus(BaseModel):
     """Retained payload on ``.../status``; the broker publishes the offline one as last will."""
 
@@ -191,6 +250,13 @@ class GatewayStatus(BaseModel):
     outbox_dropped: int | None = Field(default=None, ge=0)
     outbox_damaged: int | None = Field(default=None, ge=0)
     software: str | None = None
+    # Optional (added to v1 without a new version: a payload without it is as before). The
+    # gateway's paired devices with their last battery levels, in online statuses.
+    devices: tuple[StatusDevice, ...] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_DEVICES,
+        description="Optional: the paired devices and their last battery levels",
+    )
 
 
 class CommandName(StrEnum):
@@ -243,6 +309,9 @@ _PHRASES = {
     "float_parsing": "must be a number",
     "finite_number": "must be a finite number",
     "int_type": "must be an integer",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "battery_at_alone": "is given without battery_level",
     "literal_error": "must be 1",
     "uuid_type": "must be a UUID",
     "uuid_parsing": "is not a UUID",
@@ -328,6 +397,36 @@ def decode_batch(
         verify_ids=verify_ids,
     )
     return batch
+
+
+def decode_status(raw: bytes | str, *, topic_gateway_id: str | None = None) -> GatewayStatus:
+    """Decode and validate one gateway status message (``.../status``, also a last will), with
+    the same gate and errors as ``decode_batch``. Raises WireError naming field and reason."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise WireError(WireErrorCode.OVERSIZE, "payload",
+                        f"{len(raw)} bytes is over the {MAX_PAYLOAD_BYTES} limit")  # fmt: skip
+    try:
+        status = GatewayStatus.model_validate_json(raw)
+    except ValidationError as exc:
+        _diagnose(raw, exc)
+    if topic_gateway_id is not None and status.gateway_id != topic_gateway_id:
+        raise WireError(WireErrorCode.GATEWAY_MISMATCH, "gateway_id",
+                        f"does not match the topic's gateway {topic_gateway_id!r}")  # fmt: skip
+    texts, addresses = [("software", status.software)], set()
+    for i, d in enumerate(status.devices or ()):
+        texts += [(f"devices[{i}].address", d.address), (f"devices[{i}].model", d.model)]
+        if d.address.upper() in addresses:
+            raise WireError(WireErrorCode.INVALID_FIELD, f"devices[{i}].address",
+                            "names a device listed before it (compared in upper case)")  # fmt: skip
+        addresses.add(d.address.upper())
+    for name, value in texts:
+        if value is not None and "\x00" in value:
+            raise WireError(
+                WireErrorCode.INVALID_FIELD,
+                name,
+                "contains a NUL character, which no database text can hold",
+            )
+    return status
 
 
 def _refuse_nul(batch: ObservationBatch) -> None:

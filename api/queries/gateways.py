@@ -28,7 +28,8 @@ def get_gateway(
         f" {_STATE_SQL} AS state, g.status_since AS since, g.status_at,"
         " (SELECT coalesce(jsonb_agg(jsonb_build_object('address', d.address, 'model', d.model,"
         "  'serial', d.serial, 'firmware', d.firmware, 'last_seen_at', d.last_seen_at,"
-        "  'active', d.active) ORDER BY d.address), '[]'::jsonb) FROM devices d"
+        "  'active', d.active, 'battery_level', d.battery_level, 'battery_at', d.battery_at)"
+        "  ORDER BY d.address), '[]'::jsonb) FROM devices d"
         "  WHERE d.gateway_id = g.id) AS devices"
         " FROM gateways g JOIN patients p ON p.id = g.patient_id"
         f" WHERE g.id = %(gateway)s AND {SCOPE_SQL}",
@@ -46,11 +47,14 @@ def list_gateways(
     limit: int,
 ) -> list[dict[str, Any]]:
     """The active gateways of the caller's teams: offline first (the longest offline
-    first), then unknown, then online; optionally of one state or team."""
+    first), then unknown, then online; optionally of one state or team. Each with the
+    lowest battery level of its active devices (null: none known)."""
     return fetch(
         conn,
         f"SELECT g.id, g.patient_id, p.team_id, {_STATE_SQL} AS state, g.status_since AS since,"
-        " g.status_at, g.last_seen_at FROM gateways g JOIN patients p ON p.id = g.patient_id"
+        " g.status_at, g.last_seen_at, (SELECT min(d.battery_level) FROM devices d"
+        "  WHERE d.gateway_id = g.id AND d.active) AS lowest_battery"
+        " FROM gateways g JOIN patients p ON p.id = g.patient_id"
         f" WHERE g.active AND {SCOPE_SQL}"
         f" AND (%(state)s::text IS NULL OR {_STATE_SQL} = %(state)s)"
         " AND (%(team)s::text IS NULL OR p.team_id = %(team)s)"

@@ -4,8 +4,10 @@
 A gateway is in scope through its patient. Status is what ingest recorded from the retained
 status topic and the gateway's last will (ingest/status.py): ``online``/``offline`` since
 when (``unknown`` before the first status), the last status message, the last contact and
-the devices. Battery levels: the status payload (wire format v1) carries none, so
-``battery_level`` is null until a gateway reports one.
+the devices. Battery levels: each device's last level and when the gateway received it, as
+its online status reported them (ingest records them on ``devices``); null until a gateway
+reports one (a device without a Battery Service, an older gateway). The list carries each
+gateway's lowest level, so that a nurse sees which homes need a battery change.
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ class Device(BaseModel):
     last_seen_at: datetime | None
     active: bool
     battery_level: int | None = Field(
-        default=None, description="percent; null: not known (wire format v1 carries none)"
+        default=None,
+        ge=0,
+        le=100,
+        description="percent, the device's last reported level; null: not known (no Battery "
+        "Service, or its gateway has not reported one)",
+    )
+    battery_at: datetime | None = Field(
+        default=None, description="when the gateway received battery_level"
     )
 
 
@@ -76,6 +85,12 @@ class GatewaySummary(BaseModel):
     since: datetime | None = Field(description="when the hub learned of the current state")
     status_at: datetime | None
     last_seen_at: datetime | None
+    lowest_battery: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="percent: the lowest battery level of its active devices; null: none known",
+    )
 
 
 def _changed(request: Request) -> None:

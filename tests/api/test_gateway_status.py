@@ -6,11 +6,12 @@ ingest goes on."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -25,13 +26,13 @@ from tests.api.conftest import PASSWORD, api_config, auth, own_address
 from tests.ingest.conftest import add_home, ingest, wait_for  # noqa: F401 - shared fixture
 from vitalvagt.roles import Role
 from vitalvagt.stack import Stack
-from vitalvagt.wire import GatewayState, GatewayStatus, encode, status_topic
+from vitalvagt.wire import GatewayState, GatewayStatus, StatusDevice, encode, status_topic
 
 pytestmark = pytest.mark.stack
 
 
-def status(gw: str, state: GatewayState) -> bytes:
-    return encode(GatewayStatus(gateway_id=gw, state=state, at=datetime.now(UTC)))
+def status(gw: str, state: GatewayState, devices: tuple[StatusDevice, ...] | None = None) -> bytes:
+    return encode(GatewayStatus(gateway_id=gw, state=state, at=datetime.now(UTC), devices=devices))
 
 
 def tablet(stack: Stack, gw: str, password: str) -> mqtt.Client:
@@ -104,7 +105,7 @@ def test_online_then_a_dropped_link_is_offline_since_the_broker_published_the_wi
     assert before_online <= online_since <= datetime.now(UTC)
     assert online["last_status"]["state"] == "online"
     assert online["status_at"] is not None
-    assert all(d["battery_level"] is None for d in online["devices"])  # v1 carries none
+    assert all(d["battery_level"] is None for d in online["devices"])  # none reported
 
     time.sleep(0.5)
     dropped_at = datetime.now(UTC)
@@ -182,3 +183,63 @@ def test_another_teams_gateway_is_not_listed(
     headers = auth(api, other)
     assert gw not in api.get("/gateways", headers=headers).text
     assert api.get(f"/gateways/{gw}", headers=headers).status_code == 404
+
+
+def test_battery_levels_reach_the_nurse_and_a_bad_one_is_a_dead_letter(
+    stack: Stack,
+    ingest: IngestService,  # noqa: F811
+    home: tuple[str, str, str],
+    api: TestClient,
+    registry: psycopg.Connection,
+) -> None:
+    gw, password, nurse = home
+    headers = auth(api, nurse)
+    cuff, oxi, scale = "D1:56:56:10:00:01", "D1:56:56:22:00:02", "D1:56:56:1D:00:04"
+    # The oximeter has sent readings before (its row exists); the cuff has not yet.
+    registry.execute("INSERT INTO devices (gateway_id, address, model) VALUES (%s, %s, 'PO-60')",
+                     (gw, oxi))  # fmt: skip
+    at = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    levels = (
+        StatusDevice(address=cuff, model="UA-651BLE", battery_level=12, battery_at=at),
+        StatusDevice(address=oxi.lower(), battery_level=64, battery_at=at),
+        StatusDevice(address=scale),  # no Battery Service: listed without a level
+    )
+    c = tablet(stack, gw, password)
+    try:
+        c.publish(status_topic(gw), status(gw, GatewayState.ONLINE, levels), 1,
+                  True).wait_for_publish(5)  # fmt: skip
+
+        def devices() -> dict[str, dict]:
+            return {d["address"]: d for d in state_of(api, headers, gw)["devices"]}
+
+        wait_for(lambda: devices().get(cuff, {}).get("battery_level") == 12, 10, "levels")
+        got = devices()
+        assert {a: d["battery_level"] for a, d in got.items()} == {cuff: 12, oxi: 64}
+        assert datetime.fromisoformat(got[oxi]["battery_at"]) == at
+        assert got[cuff]["model"] == "UA-651BLE" and got[oxi]["model"] == "PO-60"
+        [row] = [g for g in api.get("/gateways", headers=headers).json() if g["id"] == gw]
+        assert row["lowest_battery"] == 12  # this home needs a battery change
+        # An older level (another ingest got a later status first) changes nothing.
+        older = (StatusDevice(address=cuff, battery_level=90, battery_at=at - timedelta(hours=1)),)
+        # A bad level is a dead letter naming the field, and changes nothing.
+        bad = json.loads(status(gw, GatewayState.ONLINE, levels))
+        bad["devices"][1]["battery_level"] = 150
+        for payload in (status(gw, GatewayState.ONLINE, older), json.dumps(bad).encode()):
+            c.publish(status_topic(gw), payload, 1, True).wait_for_publish(5)
+        wait_for(lambda: registry.execute(
+            "SELECT count(*) FROM dead_letters WHERE topic = %s", (status_topic(gw),)
+        ).fetchone()[0] == 1, 10, "the dead letter")  # fmt: skip
+        (code, reason) = registry.execute(
+            "SELECT reason_code, reason FROM dead_letters WHERE topic = %s", (status_topic(gw),)
+        ).fetchone()
+        assert code == "invalid_field" and "devices[1].battery_level" in reason, reason
+        assert {a: d["battery_level"] for a, d in devices().items()} == {cuff: 12, oxi: 64}
+        # Offline (its last will carries no devices): the last known levels stay.
+        drop(c)
+        wait_for(lambda: state_of(api, headers, gw)["state"] == "offline", 10, "offline")
+        assert {a: d["battery_level"] for a, d in devices().items()} == {cuff: 12, oxi: 64}
+        r = api.get("/gateways", params={"state": "offline"}, headers=headers)
+        assert [g["lowest_battery"] for g in r.json() if g["id"] == gw] == [12]
+    finally:
+        c.disconnect()
+        c.loop_stop()

@@ -22,9 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from pydantic import SecretStr
 
+from gateway import battery
 from gateway.app import GatewayApp
 from gateway.pairing import PairingList
 from ingest.service import IngestService
@@ -52,7 +54,17 @@ from vitalvagt.observation import BodySite, Observation, TimeSource
 from vitalvagt.quality import Flag
 from vitalvagt.settings import Settings
 from vitalvagt.stack import Stack
-from vitalvagt.wire import Command, CommandName, cmd_topic, decode_batch, encode
+from vitalvagt.wire import (
+    Command,
+    CommandName,
+    GatewayState,
+    GatewayStatus,
+    cmd_topic,
+    decode_batch,
+    decode_status,
+    encode,
+    status_topic,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(60)]
 
@@ -325,6 +337,76 @@ async def test_commands_from_the_hub_over_the_broker(
         hub.close()
 
 
+@pytest.fixture
+def fast_battery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The battery report's intervals shortened (10 s and 5 minutes as shipped); before the
+    app starts, so request it first."""
+    monkeypatch.setattr(battery, "FIRST_LEVEL_S", 0.2)
+    monkeypatch.setattr(battery, "STEP_INTERVAL_S", 0.5)
+
+
+async def test_battery_levels_read_over_bumble_arrive_in_the_status_payload(
+    fast_battery: None,
+    stack: Stack,
+    ingest: IngestService,
+    gateway_creds: tuple[str, str],
+    app: GatewayApp,
+    home: EmulatedHome,
+) -> None:
+    gw, _ = gateway_creds
+    watcher = connect(
+        stack.settings.mqtt_port,
+        "vv-ingest",
+        stack.secrets()["vv-ingest"],
+        subscribe=status_topic(gw),
+    )
+    statuses: list[GatewayStatus] = []
+
+    async def status_where(cond: Callable[[dict[str, int | None]], bool]) -> GatewayStatus:
+        async with asyncio.timeout(10):
+            while True:
+                while not watcher.messages.empty():
+                    _, payload = watcher.messages.get_nowait()
+                    statuses.append(decode_status(payload, topic_gateway_id=gw))
+                for st in statuses:
+                    if st.devices and cond({d.address: d.battery_level for d in st.devices}):
+                        return st
+                await asyncio.sleep(0.02)
+
+    try:
+        # Each device's level, read over bumble when the gateway connected to it, is in the
+        # retained online status (the one on connecting, or the one sent when they came).
+        first = await status_where(lambda got: got == {d.address: 87 for d in home.devices})
+        assert first.state is GatewayState.ONLINE
+        cuff, oxi = home.get(BloodPressureMonitor), home.get(PulseOximeter)
+        models = {d.address: d.model for d in first.devices or ()}
+        assert models[cuff.address] == cuff.info.model
+        # A new level (notified) is sent again once it moved by 5 points or more.
+        cuff.battery_level = 40
+        statuses.clear()
+        changed = await status_where(lambda got: got[cuff.address] == 40)
+        (entry,) = [d for d in changed.devices or () if d.address == cuff.address]
+        assert entry.battery_at is not None and entry.battery_at > first.at
+        # An invalid level (over 100) is dropped by the gateway: nothing changes, nothing fails.
+        assert oxi.battery is not None and await oxi.battery.notify(bytes([150]))
+        await until(lambda: app.ble.stats()[oxi.address].battery_invalid == 1)
+        assert app.ble.battery(oxi.address).level == 87  # type: ignore[union-attr]
+        assert app.publisher.connected and app.ble.connected(oxi.address)
+        # Ingest recorded the levels on the hub's device rows.
+        with psycopg.connect(stack.database_url(), autocommit=True) as conn:
+
+            def levels() -> dict[str, int]:
+                rows = conn.execute(
+                    "SELECT address, battery_level FROM devices WHERE gateway_id = %s", (gw,)
+                ).fetchall()
+                return dict(rows)
+
+            await until(lambda: levels().get(cuff.address) == 40)
+            assert levels() == {d.address: 40 if d is cuff else 87 for d in home.devices}
+    finally:
+        watcher.close()
+
+
 def test_run_emulated_publishes_a_whole_home(stack: Stack, tmp_path: Path) -> None:
     """`vitalvagt simulate home` (formerly `gateway run --emulated`) as an operator runs it,
     on the embedded stack."""
@@ -344,8 +426,13 @@ def test_run_emulated_publishes_a_whole_home(stack: Stack, tmp_path: Path) -> No
         "VV_MQTT_TLS_PORT": str(s.mqtt_tls_port),
         "VV_GATEWAY_DIR": str(tmp_path / "gw"),
     }
-    for name in ("VV_GATEWAY_ID", "VV_MQTT_PASSWORD", "VV_MQTT_HOST", "VV_MQTT_TLS_CA",
-                 "VV_BLE_TRANSPORT"):
+    for name in (
+        "VV_GATEWAY_ID",
+        "VV_MQTT_PASSWORD",
+        "VV_MQTT_HOST",
+        "VV_MQTT_TLS_CA",
+        "VV_BLE_TRANSPORT",
+    ):
         env.pop(name, None)
     try:
         proc = subprocess.run(
