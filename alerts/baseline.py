@@ -5,7 +5,9 @@ mean of its reliable readings. The baseline on day d is the median of the day va
 `span` days that end `gap` days before d, with a robust spread (1.4826 x MAD or 1.2533 x
 the mean absolute deviation from the median, whichever is larger; floored: a
 patient whose values are very steady must still not alarm on a 1-unit change), and needs
-at least `min_days` day values: a new patient has "no baseline yet".
+at least `min_days` day values: a new patient has "no baseline yet". The definition (the
+window, the day grid, the statistics) is the core's, vitalvagt/baseline.py, which the API
+shows too; this module evaluates it for many readings at once.
 
 Everything here is causal: what is computed for reading i uses readings 0..i only (earlier
 days are complete before reading i, the current day is taken up to and including i), so
@@ -19,20 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from alerts.series import KIND_CODE, PatientContext, Series, day_of
+from vitalvagt.baseline import Window, day_grid, robust_band
 from vitalvagt.kinds import Kind
-
-MAD_TO_SD = 1.4826
-MEAN_AD_TO_SD = 1.2533  # sqrt(pi / 2)
-
-
-@dataclass(frozen=True)
-class Window:
-    span: int = 28  # days in the baseline
-    gap: int = 7  # most recent days left out of it (the change being looked for)
-    min_days: int = 7  # fewer day values: no baseline yet
-
-
-DEFAULT_WINDOW = Window()
 
 
 @dataclass(frozen=True)
@@ -83,13 +73,7 @@ def kind_days(s: Series, kind: Kind, ctx: PatientContext,
         value = s.value[sel]
         if len(sel) == 0:
             return KindDays(sel, day, value, 0, np.zeros(0), np.zeros(0, dtype=np.int64))
-        d0 = int(day[0])
-        g = day - d0
-        n_days = int(g[-1]) + 1
-        sums = np.bincount(g, weights=value, minlength=n_days)
-        counts = np.bincount(g, minlength=n_days)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            grid = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        d0, grid = day_grid(day, value)
         starts = np.flatnonzero(np.concatenate(([True], day[1:] != day[:-1])))
         first = np.repeat(starts, np.diff(np.concatenate((starts, [len(sel)]))))
         return KindDays(sel, day, value, d0, grid, first)
@@ -110,33 +94,9 @@ class Baseline:
 
 
 def baseline(kd: KindDays, at_day: np.ndarray, w: Window, floor: float) -> Baseline:
-    """Median and robust spread of the day values in the baseline window of each at_day."""
-    vals = kd.days(at_day, -w.gap - w.span, -w.gap)
-    n = np.sum(~np.isnan(vals), axis=1)
-    ready = n >= max(w.min_days, 1)
-    med = np.full(len(at_day), np.nan)
-    sd = np.full(len(at_day), np.nan)
-    if np.any(ready):
-        v = vals[ready]
-        m = _row_median(v)
-        dev = np.abs(v - m[:, None])
-        mad = _row_median(dev)
-        # Readings in whole units make the MAD jump in half-unit steps (0.5, 1, 1.5 ...);
-        # the mean absolute deviation from the median does not, and is still robust to a
-        # few odd days. The larger of the two, each scaled to a normal sd, is the spread.
-        mean_ad = np.nanmean(dev, axis=1)
-        med[ready] = m
-        sd[ready] = np.maximum(np.maximum(MAD_TO_SD * mad, MEAN_AD_TO_SD * mean_ad), floor)
-    return Baseline(med, sd, n)
-
-
-def _row_median(v: np.ndarray) -> np.ndarray:
-    """Median of each row, ignoring NaN (every row has at least one value); np.sort puts NaN
-    last, so the middle of the first n sorted values is the median (np.nanmedian, faster)."""
-    a = np.sort(v, axis=1)
-    n = np.sum(~np.isnan(a), axis=1)
-    rows = np.arange(len(a))
-    return (a[rows, (n - 1) // 2] + a[rows, n // 2]) / 2
+    """Median and robust spread of the day values in the baseline window of each at_day
+    (vitalvagt/baseline.py `robust_band`)."""
+    return Baseline(*robust_band(kd.days(at_day, *w.offsets), w.min_days, floor))
 
 
 def suffix_cusum(hist: np.ndarray, today: np.ndarray, k: float) -> np.ndarray:

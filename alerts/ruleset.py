@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 
-from alerts.baseline import Window
 from alerts.finding import Category, Finding
 from alerts.limits import LimitRule
 from alerts.quality_rule import QualityRule
@@ -27,6 +26,7 @@ from alerts.scores import ScoreRule
 from alerts.series import DAY_S, PatientContext, Series, as_indices
 from alerts.trends import Signal, TrendRule
 from alerts.weight import WeightChange, implausible_findings, plausible_weights
+from vitalvagt.baseline import DEFAULT_WINDOW, SPREAD_FLOORS, Window
 from vitalvagt.kinds import Kind
 
 __all__ = ["FULL", "GUIDELINE", "RULESETS", "Finding", "RuleSet", "evaluate_new"]
@@ -99,13 +99,12 @@ def _weight_keep(s: Series, ctx: PatientContext) -> np.ndarray:
 COPD_GROUPS = ("copd", "both")
 HF_GROUPS = ("heart_failure", "both")
 ALL_GROUPS = ("copd", "heart_failure", "both")
-BASE = Window(span=28, gap=7, min_days=7)
+BASE = DEFAULT_WINDOW  # 28 days ending 7 days back, at least 7 day values (vitalvagt/baseline.py)
 NEW = Window(span=28, gap=2, min_days=5)  # a new patient's provisional baseline
-# Least spreads (the smallest change that counts as one standard deviation): pulse oximeters
-# are accurate to about +-2 points, a pulse varies by about 5 /min from day to day at rest,
-# a body weight by about 0.4 kg (food, drink, clothes, time of weighing), a thermometer
-# reading by about 0.2 C.
-SPO2_SD, PULSE_SD, WEIGHT_SD, TEMPERATURE_SD = 1.5, 5.0, 0.4, 0.2
+# Least spreads per kind: vitalvagt/baseline.py says why.
+SPO2_SD, PULSE_SD, WEIGHT_SD, TEMPERATURE_SD = (
+    SPREAD_FLOORS[k] for k in (Kind.SPO2, Kind.PULSE, Kind.WEIGHT, Kind.TEMPERATURE)
+)
 
 
 def _spo2(w: float = 1.0) -> Signal:

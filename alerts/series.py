@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alerts.rules import Limits
+from vitalvagt.baseline import DAY_OFFSET_S
+
+# The day cut is the core's (vitalvagt/baseline.py: the API's baseline cuts days the same way);
+# the rules import it from here.
+from vitalvagt.baseline import DAY_S as DAY_S
+from vitalvagt.baseline import day_of as day_of
 from vitalvagt.kinds import Kind
 
 # Kinds as small integers in `Series.kind` (the order of the Kind enum).
 KINDS: tuple[Kind, ...] = tuple(Kind)
 KIND_CODE: dict[Kind, int] = {k: i for i, k in enumerate(KINDS)}
-DAY_S = 86_400
 HOUR_S = 3_600
 GROUPS = ("copd", "heart_failure", "both")
 
@@ -39,7 +44,7 @@ class PatientContext:
     limits: dict[Kind, Limits] | None = None
     # Local time offset used to cut readings into days (seconds east of UTC). One fixed
     # offset keeps day boundaries stable; Copenhagen's +1 h puts midnight between sessions.
-    day_offset_s: int = HOUR_S
+    day_offset_s: int = DAY_OFFSET_S
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -124,8 +129,3 @@ def as_indices(series: Series, new: slice | np.ndarray | Sequence[int]) -> np.nd
     if arr.dtype == bool:
         return np.flatnonzero(arr)
     return np.unique(arr.astype(np.int64))
-
-
-def day_of(t: np.ndarray | int, offset_s: int) -> np.ndarray:
-    """Day number (days since the epoch in the context's fixed local offset)."""
-    return (np.asarray(t, dtype=np.int64) + offset_s) // DAY_S

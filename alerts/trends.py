@@ -23,17 +23,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from alerts.baseline import (
-    DEFAULT_WINDOW,
-    Baseline,
-    Window,
-    baseline,
-    kind_days,
-    suffix_cusum,
-)
+from alerts.baseline import Baseline, baseline, kind_days, suffix_cusum
 from alerts.finding import Category, Finding, fmt, label
 from alerts.rules import LOCAL, Severity
 from alerts.series import KIND_CODE, KINDS, PatientContext, Series, day_of
+from vitalvagt.baseline import DEFAULT_WINDOW, Window
 from vitalvagt.kinds import Kind
 
 

@@ -9,7 +9,9 @@ alerts/ruleset.py); this module holds the fixed-size rules and the plausibility 
 A weight more than MAX_JUMP_KG from the median of the patient's previous (up to 7, of the
 last 30 days) weights is not
 a body that changed but another person on the scale (or a wrong reading): it is left out of
-every weight rule and gives a quality notice asking the patient to weigh again.
+every weight rule and gives a quality notice asking the patient to weigh again. That test is
+the core's (vitalvagt/baseline.py `implausible_weights`): the baseline the API shows leaves
+the same weights out.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from alerts.baseline import DEFAULT_WINDOW, Window, baseline, kind_days
+from alerts.baseline import baseline, kind_days
 from alerts.finding import Category, Finding, fmt
 from alerts.rules import Severity
-from alerts.series import DAY_S, KIND_CODE, PatientContext, Series, day_of
+from alerts.series import KIND_CODE, PatientContext, Series, day_of
+from vitalvagt.baseline import (
+    DEFAULT_WINDOW,
+    MAX_JUMP_KG,
+    SPREAD_FLOORS,
+    Window,
+    implausible_weights,
+)
 from vitalvagt.kinds import Kind
 
 W = Kind.WEIGHT
-PRIOR = 7  # previous weights whose median judges plausibility ...
-PRIOR_MAX_DAYS = 30  # ... if they are at most this old
-MAX_JUMP_KG = 6.0  # more than this from that median: not the patient's body
 
 
 def implausible(s: Series, ctx: PatientContext) -> np.ndarray:
@@ -36,19 +41,7 @@ def implausible(s: Series, ctx: PatientContext) -> np.ndarray:
     def make() -> np.ndarray:
         out = np.zeros(len(s), dtype=bool)
         sel = np.flatnonzero((s.kind == KIND_CODE[W]) & s.reliable)
-        if len(sel) <= 3:
-            return out
-        v, t = s.value[sel], s.t[sel]
-        padded = np.concatenate((np.full(PRIOR, np.nan), v))
-        win = sliding_window_view(padded, PRIOR)[: len(v)].copy()  # the PRIOR weights before
-        tpad = np.concatenate((np.full(PRIOR, np.iinfo(np.int64).min // 2), t))
-        old = sliding_window_view(tpad, PRIOR)[: len(v)] < (t - PRIOR_MAX_DAYS * DAY_S)[:, None]
-        win[old] = np.nan  # only weights of the last PRIOR_MAX_DAYS days count
-        n = np.sum(~np.isnan(win), axis=1)
-        ok = n >= 3
-        med = np.full(len(v), np.nan)
-        med[ok] = np.nanmedian(win[ok], axis=1)
-        out[sel[ok & (np.abs(v - med) > MAX_JUMP_KG)]] = True
+        out[sel[implausible_weights(s.t[sel], s.value[sel])]] = True
         return out
 
     return s.cached(("weight_implausible",), make)
@@ -100,7 +93,7 @@ class WeightChange:
     window: Window = DEFAULT_WINDOW
     version: int = 1
     spread_k: float | None = None  # the change must exceed this many personal sds (None: no)
-    spread_floor: float = 0.4  # least weight spread, kg (alerts/ruleset.py WEIGHT_SD)
+    spread_floor: float = SPREAD_FLOORS[W]  # least weight spread, kg
 
     def evaluate(self, s: Series, idx: np.ndarray, ctx: PatientContext) -> list[Finding]:
         if not ctx.has_heart_failure:

@@ -1,9 +1,9 @@
 """The clinician API (FastAPI): alerts, patients, readings and trends, gateways, admin.
 
-Every request but ``/healthz``, ``/auth/token``, ``/auth/refresh`` and the docs carries a
-bearer token (api/tokens.py); every query of patient data is scoped in SQL to the user's
-teams and municipalities (api/security.py); every read and change is in the audit log
-(api/audit.py). Errors are JSON problems (RFC 9457), all of them in the OpenAPI
+Every request but ``/healthz``, ``/auth/token``, ``/auth/refresh``, ``/auth/logout``, the
+docs and the web view's static files (``/web/``, api/routes/web.py) carries a bearer token
+(api/tokens.py); every query of patient data is scoped in SQL to the user's teams and
+municipalities (api/security.py); every read and change is in the audit log (api/audit.py). Errors are JSON problems (RFC 9457), all of them in the OpenAPI
 description. The routes are plain functions: FastAPI runs them in its thread pool, each with
 a connection of the pool, so that they call the core's life-cycle functions directly.
 """
@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from api.config import ApiConfig, api_config
 from api.errors import PROBLEM_RESPONSES, PUBLIC_RESPONSES, ApiError, problem
 from api.middleware import Hardening
-from api.routes import admin, alerts, auth, fhir, gateways, observations, patients, stream
+from api.routes import admin, alerts, auth, fhir, gateways, observations, patients, stream, web
 from api.tokens import OidcVerifier
 from vitalvagt.settings import load_settings
 
@@ -36,10 +36,17 @@ PUBLIC_PATHS = frozenset(
         "/healthz",
         "/auth/token",
         "/auth/refresh",
+        "/auth/logout",
         "/openapi.json",
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        # the web view's files: the page, its scripts and styles; no data (api/routes/web.py)
+        "/",
+        "/web",
+        "/web/",
+        "/web/static/{name}",
+        "/web/vendor/{name}",
     }
 )
 
@@ -148,4 +155,5 @@ def create_app(
     # the stream before the alerts: /alerts/stream is no /alerts/{alert_id}
     for module in (stream, alerts, patients, observations, fhir, gateways, admin):
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
+    app.include_router(web.router)
     return app

@@ -3,8 +3,9 @@
 Local access tokens are HS256 JWTs for ``LOCAL_AUDIENCE`` from ``LOCAL_ISSUER``, short-lived;
 refresh tokens are JWTs too, recorded by id in ``refresh_tokens`` and good for one use: a
 refresh answers a new pair, and a used token presented again is refused and revokes its
-family. Only the algorithms named here are accepted: an unsigned (``alg: none``) token, one
-signed with another key, expired, or for another audience or issuer is ``Unauthorized``.
+family, as a logout does. Only the algorithms named here are accepted: an unsigned
+(``alg: none``) token, one signed with another key, expired, or for another audience or
+issuer is ``Unauthorized``.
 """
 
 from __future__ import annotations
@@ -141,6 +142,25 @@ def rotate(conn: psycopg.Connection, config: ApiConfig, token: str) -> str:
         raise Unauthorized("the refresh token was used already; log in again")
     if row[2]:
         raise Unauthorized("the refresh token was revoked; log in again")
+    return str(row[0])
+
+
+def revoke_family(conn: psycopg.Connection, config: ApiConfig, token: str) -> str:
+    """Log out: every refresh token of ``token``'s family (the chain of rotations it belongs
+    to) is revoked; returns its user id. A token that is invalid, expired or unknown is
+    refused as at a refresh; one revoked already is not (a second logout changes nothing)."""
+    payload = _decode_local(token, config, "refresh")
+    _require(payload, "fam")
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT user_id, family FROM refresh_tokens WHERE jti = %s", (payload["jti"],)
+        ).fetchone()
+        if row is None:
+            raise Unauthorized("unknown refresh token")
+        conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family = %s AND revoked_at IS NULL",
+            (row[1],),
+        )
     return str(row[0])
 
 

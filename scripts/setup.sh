@@ -21,11 +21,17 @@ fi
 
 # 1. Debian packages -------------------------------------------------------------------
 APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
-  mosquitto mosquitto-clients build-essential cmake dpkg-dev libkrb5-dev python3-venv git)
+  mosquitto mosquitto-clients build-essential cmake dpkg-dev libkrb5-dev python3-venv git
+  # the web view's end-to-end tests (headless Chromium)
+  chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The web view's browser packages come through npm: Debian's nodejs and npm, unless a node
+# with its npm is on the machine already (NodeSource's nodejs bundles npm and conflicts
+# with Debian's npm package).
+if ! command -v npm >/dev/null || ! command -v node >/dev/null; then missing+=(nodejs npm); fi
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq || fail "apt-get update failed; check the network to Debian's mirrors"
@@ -92,5 +98,14 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
   touch "$STAMP"
 else
   echo "virtual environment up to date"
+fi
+# 4. The web view's browser packages, from the npm registry through the lock file ------------
+WEB="$ROOT/api/web"
+if [ ! -f "$WEB/node_modules/.package-lock.json" ] || [ "$WEB/package-lock.json" -nt "$WEB/node_modules/.package-lock.json" ]; then
+  step "installing the web view's packages (npm ci in api/web)"
+  (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error) \
+    || fail "npm ci in $WEB failed; is the npm registry reachable?"
+else
+  echo "web packages up to date"
 fi
 echo "set-up complete"

@@ -133,6 +133,7 @@ def login_hint(api: str) -> str:
              "[\"access_token\"])')")  # fmt: skip
     return "\n".join([
         f"demo log-in: user {DEMO_USER}, password {DEMO_PASSWORD} (a nurse of the simulated team)",
+        f"  the web view:       {api}/web/  (log in there with the demo log-in)",
         f"  a token:            {token}",
         f"  patients:           curl -H \"Authorization: Bearer $TOKEN\" {api}/patients",
         f"  the team's alerts:  curl -H \"Authorization: Bearer $TOKEN\" {api}/alerts",
@@ -146,6 +147,7 @@ def where_to_look(*, api_port: int, health_port: int, mqtt_port: int, secrets: s
     password = f"$(python3 -c 'import json; print({secret})')"
     return "\n".join([
         "where to look:",
+        f"  the web view:       {api}/web/  (the acute team's triage list, patients, homes)",
         f"  API (OpenAPI docs): {api}/docs   ingest health: http://127.0.0.1:{health_port}/healthz",
         "  the API's demo log-in is printed once the simulated team exists (seconds)",
         "  active alerts:      vitalvagt alerts list",

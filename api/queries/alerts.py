@@ -3,6 +3,7 @@ through the core's life cycle (vitalvagt.db.alert_lifecycle)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -15,7 +16,7 @@ _COLUMNS = (
     "a.id, a.patient_id, a.team_id, a.rule, a.rule_version, a.category, a.severity,"
     " a.state::text AS state, a.kind, a.value, a.measured_at, a.message, a.opened_at,"
     " a.last_triggered_at, a.trigger_count, a.late_s, a.snoozed_until, a.acknowledged_by,"
-    " a.acknowledged_at, a.resolved_by, a.resolved_at, a.note"
+    " a.acknowledged_at, a.resolved_by, a.resolved_at, a.note, p.patient_group::text AS group"
 )
 
 
@@ -28,9 +29,11 @@ def triage(
     team: str | None,
     patient: str | None,
     limit: int,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Alerts in triage order (red, yellow, blue; the oldest first): the ordering of
-    ``alert_lifecycle.triage``, with the caller's scope and the filters in the query."""
+    ``alert_lifecycle.triage``, with the caller's scope and the filters in the query.
+    ``since``: opened then or later, or still active (not resolved) whenever it opened."""
     return fetch(
         conn,
         f"SELECT {_COLUMNS} FROM alerts a JOIN patients p ON p.id = a.patient_id"
@@ -41,6 +44,8 @@ def triage(
         + " AND (%(severities)s::text[] IS NULL OR a.severity = ANY(%(severities)s))"
         " AND (%(team)s::text IS NULL OR a.team_id = %(team)s)"
         " AND (%(patient)s::text IS NULL OR a.patient_id = %(patient)s)"
+        " AND (%(since)s::timestamptz IS NULL OR a.opened_at >= %(since)s"
+        "  OR a.state <> 'resolved')"
         f" ORDER BY {SEVERITY_RANK_SQL}, a.opened_at, a.id LIMIT %(limit)s",
         {
             **scope,
@@ -48,6 +53,7 @@ def triage(
             "severities": severities,
             "team": team,
             "patient": patient,
+            "since": since,
             "limit": limit,
         },
     )

@@ -1,5 +1,6 @@
 """SQL of the observation routes: a window of raw readings, a downsampled series
-(``time_bucket``, min and max per bucket so that a spike is never averaged away) and the
+(``time_bucket``, min and max per bucket so that a spike is never averaged away, reliable
+and unreliable readings apart), the readings a personal baseline is made of, and the
 roll-ups. Every query joins the patient and takes the caller's scope."""
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import psycopg
 
 from api.queries.patients import fetch
 from api.security import SCOPE_SQL
+from vitalvagt.quality import UNRELIABLE
+
+_UNRELIABLE = sorted(f.value for f in UNRELIABLE)
 
 
 def window(
@@ -53,17 +57,20 @@ def series(
     since: datetime,
     until: datetime,
     points: int,
-) -> tuple[timedelta, list[dict]]:
-    """At most ``points`` buckets of equal width over [since, until): count, min, max, mean."""
+) -> tuple[timedelta, list[dict], list[dict]]:
+    """At most ``points`` buckets of equal width over [since, until): count, min, max, mean,
+    of the reliable readings and, on the same grid, of the unreliable ones (a quality flag
+    of vitalvagt.quality.UNRELIABLE). One scan: grouped by bucket and reliability."""
     width = max((until - since) / points, timedelta(seconds=1))
     rows = fetch(
         conn,
-        "SELECT time_bucket(%(width)s, o.measured_at, %(since)s) AS bucket, count(*) AS n,"
+        "SELECT time_bucket(%(width)s, o.measured_at, %(since)s) AS bucket,"
+        " NOT (o.flags && %(unreliable)s::text[]) AS reliable, count(*) AS n,"
         " min(o.value) AS min, max(o.value) AS max, avg(o.value) AS mean"
         " FROM observations o JOIN patients p ON p.id = o.patient_id"
         f" WHERE o.patient_id = %(patient)s AND {SCOPE_SQL} AND o.kind = %(kind)s"
         " AND o.measured_at >= %(since)s AND o.measured_at < %(until)s"
-        " GROUP BY 1 ORDER BY 1",
+        " GROUP BY 1, 2 ORDER BY 1",
         {
             **scope,
             "patient": patient_id,
@@ -71,9 +78,47 @@ def series(
             "since": since,
             "until": until,
             "width": width,
+            "unreliable": _UNRELIABLE,
         },
     )
-    return width, rows
+    split: dict[bool, list[dict]] = {True: [], False: []}
+    for r in rows:
+        split[r.pop("reliable")].append(r)
+    return width, split[True], split[False]
+
+
+def baseline_readings(
+    conn: psycopg.Connection,
+    scope: dict[str, Any],
+    patient_id: str,
+    *,
+    kinds: list[str],
+    since: datetime,
+    until: datetime,
+    weights_since: datetime,
+) -> list[dict[str, Any]]:
+    """The reliable readings of ``kinds`` in [since, until) in time order (epoch seconds),
+    the weights from ``weights_since`` on: a weight's plausibility is judged by the weights
+    before it (vitalvagt/baseline.py)."""
+    return fetch(
+        conn,
+        "SELECT o.kind, floor(extract(epoch FROM o.measured_at))::bigint AS t, o.value"
+        " FROM observations o JOIN patients p ON p.id = o.patient_id"
+        f" WHERE o.patient_id = %(patient)s AND {SCOPE_SQL} AND o.kind = ANY(%(kinds)s)"
+        " AND NOT (o.flags && %(unreliable)s::text[])"
+        " AND o.measured_at >= %(weights_since)s AND o.measured_at < %(until)s"
+        " AND (o.kind = 'weight' OR o.measured_at >= %(since)s)"
+        " ORDER BY o.measured_at",
+        {
+            **scope,
+            "patient": patient_id,
+            "kinds": kinds,
+            "since": since,
+            "until": until,
+            "weights_since": weights_since,
+            "unreliable": _UNRELIABLE,
+        },
+    )
 
 
 def rollups(

@@ -69,7 +69,8 @@ def latest_readings(
 ) -> list[dict[str, Any]]:
     return fetch(
         conn,
-        "SELECT DISTINCT ON (o.kind) o.kind, o.value, o.unit, o.measured_at, o.flags"
+        "SELECT DISTINCT ON (o.kind) o.kind, o.value, o.unit, o.measured_at, o.flags,"
+        " o.device_address, o.device_model, o.gateway_id"
         " FROM observations o JOIN patients p ON p.id = o.patient_id"
         f" WHERE o.patient_id = %(patient)s AND {SCOPE_SQL} ORDER BY o.kind, o.measured_at DESC",
         {**scope, "patient": patient_id},

@@ -1,12 +1,13 @@
 """``/alerts``: the triage list, one alert with the readings that triggered it and its
-history, and the nurse's changes (acknowledge, snooze, resolve) through the core's life
-cycle (vitalvagt.db.alert_lifecycle), each audited in the same transaction.
-
-Not here yet: the ISBAR text and the responsible doctor (another issue builds them).
+history, its ISBAR handover text, and the nurse's changes (acknowledge, snooze, resolve)
+through the core's life cycle (vitalvagt.db.alert_lifecycle), each audited in the same
+transaction. Each alert carries the doctor responsible now (vitalvagt/routing.py), not the
+one of when it opened: the nurse calls the doctor who answers at this hour.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -15,10 +16,13 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.audit import audit
 from api.errors import Conflict, NotFound, Unprocessable
-from api.params import AlertId
+from api.params import PATIENT_ID_PATTERN, AlertId, check_window
 from api.queries import alerts as q
 from api.security import Clinician, Conn, CurrentUser
 from vitalvagt.db import alert_lifecycle as lifecycle
+from vitalvagt.db import routing_data
+from vitalvagt.db.isbar_data import isbar_text
+from vitalvagt.routing import DoctorRole, route
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 NoNul = r"^[^\x00]*$"
@@ -27,9 +31,20 @@ Severity = Literal["red", "yellow", "blue"]
 MAX_SNOOZE = timedelta(days=7)
 
 
+class ResponsibleDoctor(BaseModel):
+    role: DoctorRole = Field(
+        description="gp (the patient's own), out_of_hours (vagtlæge) or hospital (after discharge)"
+    )
+    name: str | None
+    phone: str | None
+    until: datetime | None = Field(description="hospital: its responsibility ends then")
+    holiday: str | None = Field(description="the Danish public holiday that made it the vagtlæge")
+
+
 class Alert(BaseModel):
     id: int
     patient_id: str
+    group: str = Field(description="the patient's group: copd, heart_failure or both")
     team_id: str
     rule: str
     rule_version: int
@@ -50,6 +65,7 @@ class Alert(BaseModel):
     resolved_by: str | None
     resolved_at: datetime | None
     note: str | None
+    responsible_doctor: ResponsibleDoctor = Field(description="the doctor responsible now")
 
 
 class Reading(BaseModel):
@@ -78,6 +94,12 @@ class AlertDetail(Alert):
     details: dict[str, Any]
     readings: list[Reading] = Field(description="the reading(s) that triggered the alert")
     history: list[Transition]
+
+
+class Isbar(BaseModel):
+    alert_id: int
+    lang: Literal["da", "en"]
+    text: str = Field(description="the ISBAR handover, ready to be read out on the phone")
 
 
 class Acknowledge(BaseModel):
@@ -110,10 +132,18 @@ def list_alerts(
     state: Annotated[list[State] | None, Query()] = None,
     severity: Annotated[list[Severity] | None, Query()] = None,
     team: Annotated[str | None, Query(max_length=100)] = None,
+    patient: Annotated[
+        str | None,
+        Query(pattern=PATIENT_ID_PATTERN, max_length=63, description="one patient's alerts"),
+    ] = None,
+    since: Annotated[
+        datetime | None, Query(description="opened then or later, or still active")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 500,
 ) -> list[Alert]:
     """Alerts of the caller's teams in triage order: red, yellow, blue, the oldest first.
     Default states: open and acknowledged."""
+    check_window(since, None)
     states = list(state or [lifecycle.AlertState.OPEN, lifecycle.AlertState.ACKNOWLEDGED])
     rows = q.triage(
         conn,
@@ -121,11 +151,32 @@ def list_alerts(
         states=[str(s) for s in states],
         severities=severity,
         team=team,
-        patient=None,
+        patient=patient,
+        since=since,
         limit=limit,
     )
-    audit(conn, user, "list_alerts", None, states=states, rows=len(rows))
-    return [Alert(**r) for r in rows]
+    doctors = _doctors(conn, (r["patient_id"] for r in rows))
+    # one patient's alerts are a read of that patient (when there are any: ids outside the
+    # scope return nothing and are not the caller's patients)
+    audit(conn, user, "list_alerts", patient if rows else None, states=states, rows=len(rows))
+    return [Alert(**r, responsible_doctor=doctors[r["patient_id"]]) for r in rows]
+
+
+def _doctors(conn: Conn, patient_ids: Iterable[str]) -> dict[str, ResponsibleDoctor]:
+    """The doctor responsible now for each patient (vitalvagt/routing.py): the teams once and
+    the patients' care in one query, however many alerts the list has."""
+    ids = set(patient_ids)
+    if not ids:
+        return {}
+    now = datetime.now(UTC)
+    teams = routing_data.load_teams(conn)
+    out: dict[str, ResponsibleDoctor] = {}
+    for pid, care in routing_data.load_cares(conn, ids).items():
+        d = route(care, teams, now).doctor
+        out[pid] = ResponsibleDoctor(
+            role=d.role, name=d.name, phone=d.phone, until=d.until, holiday=d.holiday
+        )
+    return out
 
 
 def _alert(conn: Conn, user: CurrentUser, alert_id: int) -> dict[str, Any]:
@@ -151,8 +202,25 @@ def alert(alert_id: AlertId, conn: Conn, user: CurrentUser) -> AlertDetail:
         )
         for t in lifecycle.history(conn, alert_id)
     ]
+    doctor = _doctors(conn, [a["patient_id"]])[a["patient_id"]]
     audit(conn, user, "read_alert", a["patient_id"], alert=alert_id)
-    return AlertDetail(**a, readings=readings, history=history)
+    return AlertDetail(**a, responsible_doctor=doctor, readings=readings, history=history)
+
+
+@router.get("/{alert_id}/isbar")
+def isbar(
+    alert_id: AlertId,
+    conn: Conn,
+    user: CurrentUser,
+    lang: Annotated[Literal["da", "en"], Query(description="Danish or English")] = "da",
+) -> Isbar:
+    """The alert's ISBAR handover (vitalvagt/isbar.py), with the routing as it is now."""
+    a = _alert(conn, user, alert_id)
+    text = isbar_text(conn, alert_id, now=datetime.now(UTC), lang=lang)
+    if text is None:  # gone between the two reads
+        raise NotFound(f"alert {alert_id} is not known")
+    audit(conn, user, "read_isbar", a["patient_id"], alert=alert_id, lang=lang)
+    return Isbar(alert_id=alert_id, lang=lang, text=text)
 
 
 def _change(

@@ -1,4 +1,5 @@
-"""``/auth``: the OAuth2 password flow for local users, refresh with rotation, and who am I.
+"""``/auth``: the OAuth2 password flow for local users, refresh with rotation, logout, and
+who am I.
 
 Failed logins are counted per user name and per client address in ``login_failures`` (all
 API processes share the count); at the limit a login is a 429 problem with Retry-After, also
@@ -17,7 +18,7 @@ from api.audit import audit_anonymous
 from api.config import ApiConfig
 from api.errors import PUBLIC_RESPONSES, NotFound, TooManyRequests, Unauthorized
 from api.security import Conn, CurrentUser, client_address
-from api.tokens import family_of, issue_pair, rotate
+from api.tokens import family_of, issue_pair, revoke_family, rotate
 from api.users import check_password, get_user
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -114,6 +115,21 @@ def refresh(request: Request, conn: Conn, body: RefreshRequest) -> TokenAnswer:
         conn, config, user, family=family_of(body.refresh_token, config)
     )
     return TokenAnswer(**answer)
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    responses=PUBLIC_RESPONSES
+    | {401: PUBLIC_RESPONSES[400] | {"description": "Refresh token invalid or expired"}},
+)
+def logout(request: Request, conn: Conn, body: RefreshRequest) -> None:
+    """End the session: the refresh token and every token of its chain are revoked, so no
+    new access token comes of them. No access token is needed (it may have expired: the
+    refresh token is the credential); one still held works until it expires (minutes)."""
+    config = _config(request)
+    user_id = revoke_family(conn, config, body.refresh_token)
+    audit_anonymous(conn, user_id, "logout", client_address(request))
 
 
 @router.get("/me")

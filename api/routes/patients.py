@@ -45,6 +45,12 @@ class Reading(BaseModel):
     flags: list[str] = []
 
 
+class LatestReading(Reading):
+    device_address: str = Field(description="the meter's Bluetooth address")
+    device_model: str | None = Field(description="the meter's model, when it tells")
+    gateway_id: str = Field(description="the tablet that sent it")
+
+
 class PatientSummary(BaseModel):
     id: str
     group: str
@@ -70,7 +76,7 @@ class Patient(BaseModel):
     gateway_id: str | None
     gateway_last_seen: datetime | None
     status: str
-    latest: list[Reading]
+    latest: list[LatestReading]
 
 
 class Limits(BaseModel):
@@ -204,7 +210,7 @@ def list_patients(
 
 @router.get("/{patient_id}")
 def patient(patient_id: PatientId, conn: Conn, user: CurrentUser) -> Patient:
-    """One patient and the latest reading of each kind."""
+    """One patient and the latest reading of each kind, with the meter and the tablet."""
     p = scoped_patient(conn, user, patient_id)
     latest = q.latest_readings(conn, user.scope, patient_id)
     audit(conn, user, "read_patient", patient_id)

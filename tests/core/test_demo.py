@@ -50,6 +50,21 @@ def _alerts_via_api(port: int) -> int:
         return len(json.load(answer))
 
 
+def _alerts_in_the_web_view(port: int) -> int:
+    """Log in to the web view as the demo's nurse, in Chromium: the alert rows of her list."""
+    from tests.web.conftest import ARTIFACTS, SIZES, Browser, require_browser
+
+    require_browser()
+    b = Browser(f"http://127.0.0.1:{port}", SIZES["landscape"], ARTIFACTS / "web" / "demo")
+    try:
+        b.login(DEMO_USER, DEMO_PASSWORD)
+        rows = b.wait("document.querySelectorAll('tr.alert-row').length", 15, "alert rows")
+        b.screenshot("demo-triage-list")
+        return int(rows)
+    finally:
+        b.quit()
+
+
 def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
     # The demo's own cohort (seed and 20 homes, 14 days of history), at a speed that replays
     # the history in seconds; the demo then runs on live until its duration, while this test
@@ -61,6 +76,7 @@ def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
     samples: list[tuple[float, int]] = []  # (seconds since start, continuous rows)
     seen_by_nurse: list[int] = []  # alerts the demo's log-in sees in the API, when it can
     api_errors: list[str] = []
+    web_rows: int | None = None  # the alert rows the nurse sees in the web view
     with temporary_stack("vv-test-demo-") as stack:
         url = stack.database_url()
         began = time.monotonic()
@@ -81,6 +97,8 @@ def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
                             seen_by_nurse.append(_alerts_via_api(api_port))
                         except OSError as exc:  # the API may still be starting
                             api_errors.append(repr(exc))
+                        if web_rows is None and seen_by_nurse and max(seen_by_nurse) >= 1:
+                            web_rows = _alerts_in_the_web_view(api_port)
                 demo.wait(timeout=60)
                 reader.join(10)
                 out = "".join(lines)
@@ -113,3 +131,6 @@ def test_the_demo_goes_on_after_the_history_and_ends_with_exit_0() -> None:
     # The demo's log-in is printed and works: the nurse sees the team's alerts in the API.
     assert f"demo log-in: user {DEMO_USER}, password {DEMO_PASSWORD}" in out, out[-3000:]
     assert seen_by_nurse and max(seen_by_nurse) >= 1, (seen_by_nurse, api_errors, out[-3000:])
+    # ... and in the web view whose address the demo prints, in Chromium (issue 14)
+    assert re.search(rf"the web view: +http://127.0.0.1:{api_port}/web/", out), out[:3000]
+    assert web_rows is not None and web_rows >= 1, web_rows
