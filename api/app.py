@@ -3,9 +3,10 @@
 Every request but ``/healthz``, ``/auth/token``, ``/auth/refresh``, ``/auth/logout``, the
 docs and the web view's static files (``/web/``, api/routes/web.py) carries a bearer token
 (api/tokens.py); every query of patient data is scoped in SQL to the user's teams and
-municipalities (api/security.py); every read and change is in the audit log (api/audit.py). Errors are JSON problems (RFC 9457), all of them in the OpenAPI
-description. The routes are plain functions: FastAPI runs them in its thread pool, each with
-a connection of the pool, so that they call the core's life-cycle functions directly.
+municipalities (api/security.py); every read and change is in the audit log (api/audit.py).
+Errors are JSON problems (RFC 9457), all of them in the OpenAPI description. The routes are
+plain functions: FastAPI runs them in its thread pool, each with a connection of the pool,
+so that they call the core's life-cycle functions directly.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ PUBLIC_PATHS = frozenset(
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.execute("SET timezone = 'UTC'")
+    # No JIT: a patient's 6 months are 180 chunks, and compiling the plan for them took
+    # 10-17 s of a query that runs in well under one (bench/web_bench.py, EXPLAIN ANALYZE).
+    conn.execute("SET jit = off")
 
 
 def _field(loc: tuple[Any, ...]) -> str:

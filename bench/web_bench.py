@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.users import add_user  # noqa: E402
-from bench.api_bench import COPY_TYPES, SECRET, free_port, wait_http  # noqa: E402
+from bench.api_bench import COPY_TYPES, free_port, wait_http  # noqa: E402
 from tests.web.conftest import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM  # noqa: E402
 from vitalvagt.roles import Role  # noqa: E402
 from vitalvagt.settings import Settings  # noqa: E402
@@ -106,7 +106,7 @@ def load(url: str, continuous: bool) -> int:
             " measured_at, message, opened_at, resolved_at, resolved_by)"
             " SELECT %(p)s, %(t)s, 'limit:spo2', 'red',"
             "  (CASE WHEN i = 0 THEN 'open' ELSE 'resolved' END)::alert_state, 'spo2', 84,"
-            "  %(now)s - i * interval '6 days', 'SpO2 84 % below the alert limit 85 %',"
+            "  %(now)s - i * interval '6 days', 'SpO2 84 %% below the alert limit 85 %%',"
             "  %(now)s - i * interval '6 days',"
             "  CASE WHEN i = 0 THEN NULL ELSE %(now)s - i * interval '6 days' + interval '1 h'"
             "  END, CASE WHEN i = 0 THEN NULL ELSE 'bench' END"
@@ -120,7 +120,7 @@ def load(url: str, continuous: bool) -> int:
     return n
 
 
-def browser():  # noqa: ANN201 - selenium's WebDriver
+def browser():
     os.environ.setdefault("SE_OFFLINE", "true")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -198,6 +198,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def measure(port: int, loads: int) -> None:
     driver = browser()
+    driver.set_script_timeout(300)
     base = f"http://127.0.0.1:{port}/web/"
     pages, parallel, stepwise = [], [], []
     timing: dict = {}
@@ -217,6 +218,10 @@ def measure(port: int, loads: int) -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("the patient page did not become ready in 60 s")
                 time.sleep(0.02)
+            shown = driver.execute_script(
+                "return document.querySelector('.ranges [aria-pressed=true]')?.dataset.range")
+            if shown != "180d":
+                raise SystemExit(f"the page shows {shown!r}, not 6 months")
             timing = driver.execute_script(PAGE_TIMING)
             alone = driver.execute_async_script(
                 API_ALONE, [r["url"] for r in timing["api"]], steps_of(timing["api"])

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulator.cohort_format import Home, PatientRecord
+from simulator.cohort_format import DeviceRecord, Home, PatientRecord
 from simulator.errors import SimulatorError
 from simulator.fleet_stats import FleetStats
 from simulator.physiology import ContinuousOximetry, Event
@@ -49,6 +50,7 @@ from vitalvagt.quality import Flag
 from vitalvagt.wire import (
     GatewayState,
     GatewayStatus,
+    StatusDevice,
     encode,
     make_batch,
     obs_topic,
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 DEMO_MUNICIPALITY = ("0751", "Aarhus Kommune (simulated)")
 DEMO_TEAM = ("sim-akutteam-aarhus", "Akutteam Aarhus (simulated)", "+45 00 00 00 00")
 MAX_INFLIGHT_PER_HOME = 20
+BATTERY_DRAIN_PER_DAY = 3.0  # as the emulated BLE devices' (simulator/ble_battery.py)
 CONTINUOUS_READINGS_PER_MESSAGE = 5  # a continuous oximeter's readings (one a second) a message
 
 
@@ -128,6 +131,7 @@ class _Home:
     announced: bool = False  # the retained "online" status was sent
     refused: str | None = None
     stream: ContinuousStream | None = None  # continuous oximetry while the fleet runs live
+    devices: tuple[DeviceRecord, ...] = ()  # reported with their batteries when online
     # The stream's messages, due at once: the run loop appends, the home's session takes.
     live: deque[tuple[datetime, bytes, int]] = field(default_factory=deque)
 
@@ -139,6 +143,14 @@ class _Home:
     @property
     def done(self) -> bool:
         return self.next >= len(self.batches) and not self.live
+
+
+def battery_level(address: str, days: float) -> int:
+    """A simulated device's battery after ``days`` of the fleet's time: 60-100 % at the start
+    (by its address, so each device keeps its own), then down by the emulated BLE devices'
+    3 points a day (simulator/ble_battery.py), never below 0."""
+    start = 60 + zlib.crc32(address.encode()) % 41
+    return max(0, round(start - BATTERY_DRAIN_PER_DAY * days))
 
 
 class FleetClock:
@@ -259,20 +271,30 @@ class Fleet:
         self._homes = [
             _Home(h.gateway_id, passwords[h.gateway_id],
                   [(b.sent_at, encode(b), len(b.observations))
-                   for b in h.batches(max_observations=200)])
+                   for b in h.batches(max_observations=200)], devices=h.patient.devices)
             for h in homes
         ]  # fmt: skip
         by_gateway = {s.gateway_id: s for s in streams}
         for home in self._homes:
             home.stream = by_gateway.get(home.gateway_id)
 
-    def _status(self, gateway_id: str, state: GatewayState) -> bytes:
+    def _status(
+        self, gateway_id: str, state: GatewayState, devices: Sequence[DeviceRecord] = ()
+    ) -> bytes:
+        now = datetime.now(UTC)
+        days = (self.clock.now() - self.clock.start).total_seconds() / 86400
+        reported = tuple(
+            StatusDevice(address=d.address, model=d.model,
+                         battery_level=battery_level(d.address, days), battery_at=now.isoformat())
+            for d in devices
+        )  # fmt: skip
         return encode(
             GatewayStatus(
                 gateway_id=gateway_id,
                 state=state,
-                at=datetime.now(UTC),
+                at=now,
                 software="vitalvagt-simulator",
+                devices=reported or None,
             )
         )
 
@@ -327,7 +349,7 @@ class Fleet:
             if not home.announced:
                 client.publish(
                     status_topic(home.gateway_id),
-                    self._status(home.gateway_id, GatewayState.ONLINE),
+                    self._status(home.gateway_id, GatewayState.ONLINE, home.devices),
                     1,
                     True,
                 )

@@ -67,12 +67,33 @@ def get_patient(
 def latest_readings(
     conn: psycopg.Connection, scope: dict[str, Any], patient_id: str
 ) -> list[dict[str, Any]]:
+    """Each kind's latest reading.
+
+    Not a DISTINCT ON over all the patient's readings: with continuous night oximetry that
+    is millions of rows (17 s with 6 months, bench/web_bench.py). The last 2 days are read
+    raw (fresh, whatever the roll-up job has done yet); an older kind is found through its
+    daily roll-ups' latest ``last_at`` and read at exactly that time, by the (patient, time)
+    index (a kind whose raw readings retention has dropped is left out).
+    """
+    cols = (
+        "o.kind, o.value, o.unit, o.measured_at, o.flags, o.device_address, o.device_model,"
+        " o.gateway_id"
+    )
     return fetch(
         conn,
-        "SELECT DISTINCT ON (o.kind) o.kind, o.value, o.unit, o.measured_at, o.flags,"
-        " o.device_address, o.device_model, o.gateway_id"
+        f"WITH recent AS (SELECT DISTINCT ON (o.kind) {cols}"
         " FROM observations o JOIN patients p ON p.id = o.patient_id"
-        f" WHERE o.patient_id = %(patient)s AND {SCOPE_SQL} ORDER BY o.kind, o.measured_at DESC",
+        f" WHERE o.patient_id = %(patient)s AND {SCOPE_SQL}"
+        "  AND o.measured_at > now() - interval '2 days' ORDER BY o.kind, o.measured_at DESC),"
+        " older AS (SELECT r.kind, max(r.last_at) AS at FROM observation_rollups r"
+        "  JOIN patients p ON p.id = r.patient_id"
+        f"  WHERE r.resolution = 'day' AND r.patient_id = %(patient)s AND {SCOPE_SQL}"
+        "  AND r.kind NOT IN (SELECT kind FROM recent) GROUP BY r.kind)"
+        " SELECT * FROM recent UNION ALL"
+        f" SELECT x.* FROM older JOIN LATERAL (SELECT {cols} FROM observations o"
+        "  WHERE o.patient_id = %(patient)s AND o.measured_at = older.at AND o.kind = older.kind"
+        "  LIMIT 1) x ON true"
+        " ORDER BY kind",
         {**scope, "patient": patient_id},
     )
 

@@ -24,8 +24,9 @@ def test_thousand_homes_publish_exactly_the_cohort(stack: Stack, tmp_path: Path)
         for r in iter_observation_rows(cohort)
     }
     assert len(expected) > 5000
-    watcher = connect(stack.settings.mqtt_port, "vv-sim", stack.secrets()["vv-sim"],
-                      subscribe="vv/v1/gw/+/obs")
+    watcher = connect(
+        stack.settings.mqtt_port, "vv-sim", stack.secrets()["vv-sim"], subscribe="vv/v1/gw/+/obs"
+    )
     try:
         stats = run_fleet(
             database_url=stack.database_url(), host="127.0.0.1",
@@ -83,3 +84,14 @@ def test_a_continuous_stream_makes_what_the_gateway_makes_of_plx_continuous(
         assert len(ids) == 5  # SpO2 and pulse of one reading share its id
     seconds = sorted({t.timestamp() for t in times})
     assert seconds == [seconds[0] + i for i in range(len(seconds))]  # one a second, no gap
+
+
+def test_a_simulated_batterys_level_is_its_own_and_drains_to_empty() -> None:
+    """No I/O: what the fleet's homes report in their online status (the web view's homes)."""
+    from simulator.fleet import battery_level
+
+    a, b = "C0:00:00:00:00:01", "C0:00:00:00:00:02"
+    assert 60 <= battery_level(a, 0) <= 100 and battery_level(a, 0) == battery_level(a, 0)
+    assert {battery_level(f"C0:00:00:00:00:{i:02X}", 0) for i in range(40)} != {battery_level(b, 0)}
+    assert battery_level(a, 10) == battery_level(a, 0) - 30
+    assert battery_level(a, 1000) == 0

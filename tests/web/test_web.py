@@ -257,7 +257,14 @@ def test_english_the_homes_and_the_keyboard(web_world: WebWorld, browsers) -> No
     # the homes: this patient's tablet, online or not, with since when
     b.css("#nav a[data-screen=gateways]").click()
     b.wait(f"document.querySelector(\"tr[data-gateway='{w.gateway}']\")", 15, "the tablet")
-    assert w.patient in b.css(f"tr[data-gateway='{w.gateway}']").text
+    home = b.css(f"tr[data-gateway='{w.gateway}']")
+    assert w.patient in home.text and "lowest battery" in home.text, home.text
+    home.find_element("css selector", "button").click()  # each device with its battery
+    b.wait(
+        f"document.querySelectorAll(\"tr[data-gateway='{w.gateway}'] ul.devices li\").length == 2"
+    )
+    assert "Nonin 3230: " in home.text and "%" in home.text, home.text
+    assert b.css("#conn").text == "Live"  # the header in the language chosen
     assert b.axe() == []
     b.screenshot("01-homes")
     # keyboard only: a fresh page's first Tab is the skip link, the next the menu; the skip

@@ -72,6 +72,7 @@ function header() {
   out.textContent = t("logout");
   out.hidden = !me;
   conn.hidden = !me;
+  if (conn.dataset.state) setConnection(conn.dataset.state); // in the language chosen
 }
 
 function loginScreen() {

@@ -20,7 +20,10 @@ const RANGES = [
 const PANELS = [
   { id: "spo2", kinds: ["spo2"], unit: "%" },
   { id: "pulse", kinds: ["pulse"], unit: "/min" },
-  { id: "bp", kinds: ["bp_systolic", "bp_diastolic"], unit: "mmHg" },
+  // apart, not in one plot: each pressure has its own limits, and the systolic's bands
+  // behind the diastolic line would show it in the red
+  { id: "bp_systolic", kinds: ["bp_systolic"], unit: "mmHg" },
+  { id: "bp_diastolic", kinds: ["bp_diastolic"], unit: "mmHg" },
   { id: "weight", kinds: ["weight"], unit: "kg" },
   { id: "temperature", kinds: ["temperature"], unit: "°C", optional: true },
 ];
@@ -200,7 +203,7 @@ export class PatientScreen {
       const optional = panel.optional || (panel.id === "weight" && this.patient.group === "copd");
       if (optional && n === 0) continue;
       const first = panel.kinds[0];
-      const title = kindName(panel.id === "bp" ? "bp" : first);
+      const title = kindName(first);
       const plotEl = h("div", { class: "plot", role: "img", "aria-label": t("chart.label", { k: title, r: rangeText, n }) });
       const fig = h("figure", { class: "panel", dataset: { panel: panel.id, readings: n, bucketS: list[0].bucket_s } }, h("figcaption", {}, `${title} (${panel.unit})`), plotEl);
       this.plotsBox.append(fig);
