@@ -7,7 +7,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = ["decode_bench.py", "cohort_bench.py", "gateway_bench.py", "ingest_bench.py",
            "fleet_bench.py", "evaluate_bench.py", "alert_bench.py",
-           "api_bench.py"]
+           "api_bench.py", "web_bench.py"]
 
 failed = []
 for name in BENCHES:
