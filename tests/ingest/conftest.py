@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -16,6 +17,8 @@ from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.stack import Stack
 from vitalvagt.wire import encode, make_batch
+
+T = TypeVar("T")
 
 # Recent enough for the hub (readings over MAX_AGE old are refused), the same all session.
 T0 = (datetime.now(UTC) - timedelta(days=90)).replace(hour=6, minute=0, second=0, microsecond=0)
@@ -75,12 +78,14 @@ def count_rows(conn: psycopg.Connection, gw: str) -> tuple[int, int]:
     ).fetchone()
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(cond: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Wait until ``cond()`` is truthy; returns that value."""
     deadline = time.monotonic() + timeout_s
-    while not cond():
+    while not (value := cond()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+    return value
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from simulator.cohort_format import DeviceRecord, Home, ObservationRow, PatientR
 from simulator.fleet import Fleet, FleetClock, provision_fleet
 from simulator.parameters import Group
 from tests.conftest import free_port
-from tests.ingest.conftest import ingest_config, running_ingest
+from tests.ingest.conftest import ingest_config, running_ingest, wait_for
 from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import TimeSource, stable_id
@@ -164,7 +164,9 @@ def history(record: PatientRecord, now: datetime, days: int) -> list[Observation
     return rows
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: its ingest holds a share of the broker's shared subscription
+# and its alert engine takes work, so while it runs other tests' readings are not theirs.
+@pytest.fixture(scope="module")
 def web_world(stack: Stack) -> Iterator[WebWorld]:
     require_browser()
     tag = uuid.uuid4().hex[:6]
@@ -217,7 +219,7 @@ def web_world(stack: Stack) -> Iterator[WebWorld]:
         rows = history(record, datetime.now(UTC), 40)
         world.publish(rows)
         world.history_readings = len(rows)
-        wait(lambda: stored(url, patient) >= len(rows), 60, "the history stored")
+        wait_for(lambda: stored(url, patient) >= len(rows), 60, "the history stored")
         yield world
 
 
@@ -225,15 +227,6 @@ def stored(url: str, patient: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM observations WHERE patient_id = %s", (patient,))
         return int(row.fetchone()[0])
-
-
-def wait(cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 # --- the browser ---------------------------------------------------------------------------
@@ -269,7 +262,7 @@ class Browser:
 
     def wait(self, script: str, timeout_s: float = 15, what: str = "") -> Any:
         """Wait until ``script`` (a JS expression) is truthy; returns its value."""
-        return wait(lambda: self.js(f"return {script}"), timeout_s, what or script)
+        return wait_for(lambda: self.js(f"return {script}"), timeout_s, what or script)
 
     def css(self, selector: str):
         from selenium.webdriver.common.by import By

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.web.conftest import Browser, WebWorld, reading, wait
+from tests.ingest.conftest import wait_for
+from tests.web.conftest import Browser, WebWorld, reading
 from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.kinds import Kind
 
@@ -203,7 +204,7 @@ def test_a_reading_becomes_an_alert_the_team_sees_and_acknowledges_live(
     nurse2.wait("document.querySelector('dialog[open] textarea')")
     nurse2.css("dialog[open] textarea").send_keys("Målt igen: 94 %, har det godt")
     nurse2.css("dialog[open] button[type=submit]").click()
-    wait(lambda: active_alert(w) is None, 15, "the alert resolved")
+    wait_for(lambda: active_alert(w) is None, 15, "the alert resolved")
     nurse.wait(f'!document.querySelector("{ROW.format(p=w.patient)}")', 15, "the row gone")
     nurse.screenshot("10-resolved")
     for b in (nurse, nurse2, other):
