@@ -38,7 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -533,6 +534,31 @@ async def run_cases(
         await asyncio.sleep(5)
 
 
+@contextmanager
+def private_stack(prefix: str) -> Iterator[Stack]:
+    """An embedded stack of the bench's own (temporary state, free ports), removed after."""
+    state = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(state, 0o755)
+    stack = Stack(
+        Settings(
+            state_dir=state, pg_port=free_port(), mqtt_port=free_port(), mqtt_tls_port=free_port()
+        )
+    )
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def stop(api: subprocess.Popen | None) -> None:
+    """The API process, if it still runs: SIGTERM, as a service manager would."""
+    if api and api.poll() is None:
+        api.send_signal(signal.SIGTERM)
+        api.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 million readings, shorter runs")
@@ -544,16 +570,8 @@ def main() -> None:
         return
     readings = 1_000_000 if args.quick else 10_000_000
     duration_s = 10 if args.quick else 30
-    state = Path(tempfile.mkdtemp(prefix="vv-bench-", dir="/tmp"))
-    os.chmod(state, 0o755)
-    stack = Stack(
-        Settings(
-            state_dir=state, pg_port=free_port(), mqtt_port=free_port(), mqtt_tls_port=free_port()
-        )
-    )
-    stack.up()
-    api = None
-    try:
+    with private_stack("vv-bench-") as stack:
+        state = stack.settings.state_dir
         url = stack.database_url()
         print(
             f"conditions: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start;"
@@ -578,21 +596,19 @@ def main() -> None:
             [sys.executable, __file__, "--pool", str(args.pool), "--serve", url, str(port)],
             stderr=api_log.open("wb"),
         )
-        wait_http(port)
-        postmaster = int((stack.paths.pg_data / "postmaster.pid").read_text().split()[0])
-        asyncio.run(run_cases(url, port, api.pid, postmaster, duration_s, 20 if args.quick else 50))
-        print(f"load       at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        errors = api_log.read_text(errors="replace")
-        print(
-            f"api log    {errors.count('PoolTimeout:')} pool time-outs (30 s without a free"
-            f" database connection), {errors.count('api: unexpected error')} server errors"
-        )
-    finally:
-        if api and api.poll() is None:
-            api.send_signal(signal.SIGTERM)
-            api.wait(30)
-        stack.down()
-        shutil.rmtree(state, ignore_errors=True)
+        try:
+            wait_http(port)
+            postmaster = int((stack.paths.pg_data / "postmaster.pid").read_text().split()[0])
+            alerts = 20 if args.quick else 50
+            asyncio.run(run_cases(url, port, api.pid, postmaster, duration_s, alerts))
+            print(f"load       at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            errors = api_log.read_text(errors="replace")
+            print(
+                f"api log    {errors.count('PoolTimeout:')} pool time-outs (30 s without a free"
+                f" database connection), {errors.count('api: unexpected error')} server errors"
+            )
+        finally:
+            stop(api)
 
 
 if __name__ == "__main__":

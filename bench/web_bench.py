@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -42,11 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.users import add_user  # noqa: E402
-from bench.api_bench import COPY_TYPES, free_port, wait_http  # noqa: E402
+from bench.api_bench import COPY_TYPES, free_port, private_stack, stop, wait_http  # noqa: E402
 from tests.web.conftest import CHROME_FLAGS, CHROMEDRIVER, CHROMIUM  # noqa: E402
 from vitalvagt.roles import Role  # noqa: E402
-from vitalvagt.settings import Settings  # noqa: E402
-from vitalvagt.stack import Stack  # noqa: E402
 
 DAYS = 180
 PATIENT, GATEWAY, TEAM = "bench-p-0001", "bench-gw-0001", "bench-team"
@@ -253,13 +248,8 @@ def main() -> None:
     ap.add_argument("--loads", type=int, default=10)
     ap.add_argument("--continuous", action="store_true", help="and 1 Hz oximetry at night")
     args = ap.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="vv-webbench-", dir="/tmp"))
-    os.chmod(state, 0o755)
-    stack = Stack(Settings(state_dir=state, pg_port=free_port(), mqtt_port=free_port(),
-                           mqtt_tls_port=free_port()))  # fmt: skip
-    stack.up()
-    api = None
-    try:
+    with private_stack("vv-webbench-") as stack:
+        state = stack.settings.state_dir
         url = stack.database_url()
         t0 = time.perf_counter()
         rows = load(url, args.continuous)
@@ -274,14 +264,11 @@ def main() -> None:
              url, str(port)],
             stderr=(state / "api.log").open("wb"),
         )  # fmt: skip
-        wait_http(port)
-        measure(port, args.loads)
-    finally:
-        if api and api.poll() is None:
-            api.send_signal(signal.SIGTERM)
-            api.wait(30)
-        stack.down()
-        shutil.rmtree(state, ignore_errors=True)
+        try:
+            wait_http(port)
+            measure(port, args.loads)
+        finally:
+            stop(api)
 
 
 if __name__ == "__main__":
