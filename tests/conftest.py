@@ -70,10 +70,45 @@ def kill_broker(stack: Stack) -> int:
     return pid
 
 
+_session_stack: list[Stack] = []  # the session's stack, for the failure report below
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     with temporary_stack() as st:
-        yield st
+        _session_stack.append(st)
+        try:
+            yield st
+        finally:
+            _session_stack.clear()
+
+
+def broker_report(st: Stack, lines: int = 40) -> str:
+    """The broker's state for a failure report: whether it runs, its open files against its
+    limit, and the end of its log (connections, refusals; gateway ids, never a patient's)."""
+    pid = st.mq_pid()
+    if pid is None:
+        return "mosquitto is not running"
+    try:
+        files = str(len(os.listdir(f"/proc/{pid}/fd")))
+    except OSError:
+        files = "?"
+    try:
+        tail = st.paths.mq_log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        tail = [f"(no log: {exc})"]
+    head = f"mosquitto pid {pid}: {files} open files, limit {st.broker_open_files()}"
+    return "\n".join([head, *tail])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test that used the session's broker reports the broker's state with it: a
+    broker that stops answering (no CONNACK) breaks every test after it, and its log says why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _session_stack and "stack" in getattr(item, "fixturenames", ()):
+        report.sections.append(("the session's broker", broker_report(_session_stack[0])))
 
 
 @pytest.fixture(scope="session")

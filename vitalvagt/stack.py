@@ -78,6 +78,38 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+# Every connected gateway holds one of the broker's file descriptors. ``runuser`` (PAM's
+# pam_limits) starts mosquitto with a soft limit of 1,024 open files, and at that limit the
+# broker cannot accept a connection at all: Debian's build then logs "denied access by tcpd"
+# (libwrap cannot open /etc/hosts.allow) and every new client, services included, waits for a
+# CONNACK that never comes. A thousand homes plus the hub's services reach it. The broker gets
+# up to 65,536 (a municipality's gateways many times over), at most the user's hard limit;
+# below 4,096 `stack up` warns.
+BROKER_OPEN_FILES = 65536
+BROKER_OPEN_FILES_LOW = 4096
+
+
+# Run by sh as the broker's user, after runuser's PAM session has set its limits: raises the
+# soft limit up to the hard one (which that user may do; raising the hard limit needs
+# CAP_SYS_RESOURCE, which root in a container often lacks), then becomes mosquitto.
+_WITH_OPEN_FILES = (
+    'h=$(ulimit -Hn); if [ "$h" = unlimited ] || [ "$h" -gt {n} ]; then h={n}; fi;'
+    ' ulimit -n "$h"; exec "$0" "$@"'
+)
+
+
+def open_files_limit(pid: int) -> int | None:
+    """A running process's soft limit of open files, from /proc (None where unreadable)."""
+    try:
+        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+            if line.startswith("Max open files"):
+                soft = line.split()[3]
+                return -1 if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class Stack:
     """Start, stop and describe the embedded stack. Construct cheaply; nothing runs in __init__."""
 
@@ -356,10 +388,26 @@ class Stack:
         if not Path(exe).exists():
             raise StackError("mosquitto is not installed; run `make setup`")
         self.paths.mq_pid.unlink(missing_ok=True)
+        wrapper = ["sh", "-c", _WITH_OPEN_FILES.format(n=BROKER_OPEN_FILES), exe]
         _run(
-            [exe, "-c", str(self.paths.mq_conf), "-d"], user="mosquitto", what="starting mosquitto"
+            [*wrapper, "-c", str(self.paths.mq_conf), "-d"],
+            user="mosquitto",
+            what="starting mosquitto",
         )
         self._wait_probe(timeout_s=15, what="mosquitto did not start and accept its probe user")
+        limit = self.broker_open_files()
+        if limit is not None and 0 <= limit < BROKER_OPEN_FILES_LOW:
+            log.warning(
+                "stack: mosquitto can keep about %d connections open (its hard limit of open"
+                " files); raise it (`ulimit -Hn %d` as root) for more gateways",
+                limit,
+                BROKER_OPEN_FILES,
+            )
+
+    def broker_open_files(self) -> int | None:
+        """The running broker's limit of open files (its soft RLIMIT_NOFILE; -1: unlimited)."""
+        pid = self.mq_pid()
+        return open_files_limit(pid) if pid else None
 
     def _mq_stop(self) -> None:
         pid = self.mq_pid()
@@ -470,6 +518,7 @@ class Stack:
             "mosquitto": {
                 "running": mq is not None,
                 "pid": mq,
+                "open_files": self.broker_open_files(),  # one per connected gateway or service
                 "address": f"{SERVICES_HOST}:{s.mqtt_port}",  # services, plaintext
                 "service_users": list(SERVICE_USERS),
                 "connect": f"mosquitto_sub -V mqttv5 -h {SERVICES_HOST} -p {s.mqtt_port}"
@@ -498,7 +547,7 @@ def describe(status: dict[str, object]) -> str:
             f"  connect: {pg['connect']}",
             f"  data: {pg['data']}   log: {pg['log']}",
             f"mosquitto: {state(mq['running'])}"
-            + (f" (pid {mq['pid']})" if mq["pid"] else "")
+            + (f" (pid {mq['pid']}, open-file limit {mq['open_files']})" if mq["pid"] else "")
             + f"; services on {mq['address']} (plaintext, loopback only),"
             f" gateways on {mq['tls_address']} (TLS)",
             f"  services connect: {mq['connect']}",

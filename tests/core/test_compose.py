@@ -62,6 +62,8 @@ def test_broker_uses_the_generated_config_and_acl() -> None:
     assert SERVICES["mosquitto"]["command"][-1] == "/mosquitto/config/mosquitto.conf"
     assert SERVICES["broker-config"]["command"][:2] == ["broker", "config"]
     assert "pattern write vv/v1/gw/%u/obs" in gateway_acl_text()
+    # One open file per gateway: a 1,024 limit would shut everyone out at a thousand homes.
+    assert SERVICES["mosquitto"]["ulimits"]["nofile"]["soft"] >= 65536
 
 
 def _listeners(conf: str) -> dict[int, dict[str, str]]:

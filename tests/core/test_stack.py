@@ -19,7 +19,7 @@ from tests.mqtt import connect, connect_gateway
 from vitalvagt.broker import AUTOSAVE_INTERVAL_S
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.db.migrate import available, migrate
-from vitalvagt.stack import Stack
+from vitalvagt.stack import BROKER_OPEN_FILES_LOW, Stack
 
 pytestmark = pytest.mark.stack
 
@@ -85,6 +85,40 @@ def test_up_twice_is_harmless_and_status_says_running(stack: Stack) -> None:
     status = stack.status()
     assert status["postgresql"]["running"] and status["mosquitto"]["running"]
     assert str(stack.settings.pg_port) in status["postgresql"]["address"]
+
+
+def test_the_broker_accepts_clients_beyond_a_thousand_open_connections(stack: Stack) -> None:
+    """A gateway holds one of the broker's files. Started through runuser, mosquitto had a soft
+    limit of 1,024, and with a thousand homes connected it accepted nobody more, not even the
+    hub's own services ("denied access by tcpd" in its log, no CONNACK)."""
+    limit = stack.broker_open_files()
+    assert limit is not None and (limit == -1 or limit >= BROKER_OPEN_FILES_LOW), limit
+    assert stack.status()["mosquitto"]["open_files"] == limit
+    held = 1500
+    # Another process holds them: paho's select() loop cannot use a file number above 1,024.
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_CONNECTIONS, str(stack.settings.mqtt_port), str(held)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:  # fmt: skip
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == f"holding {held}"
+            c = connect(stack.settings.mqtt_port, "vv-sim", stack.secrets()["vv-sim"], timeout_s=10)
+            assert not c.reason.is_failure
+            c.close()
+        finally:
+            holder.kill()
+
+
+_HOLD_CONNECTIONS = """
+import resource, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+print("holding", len(held), flush=True)
+sys.stdin.read()
+"""
 
 
 def test_status_cli_reports_how_to_connect(stack: Stack) -> None:
