@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.errors import AlertsError
 from vitalvagt.endpoints import MqttEndpoint
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT
 from vitalvagt.wire import Command, cmd_topic, encode
 
@@ -147,3 +148,4 @@ class CommandPublisher:
                 client.disconnect()
             finally:
                 client.loop_stop()
+                close_leftover_socket(client)

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox, Run
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT, BROKER_REFUSAL
 from vitalvagt.wire import (
     MAX_PAYLOAD_BYTES,
@@ -231,6 +232,7 @@ class Publisher:
                     await asyncio.to_thread(info.wait_for_publish, 2)
             self._client.disconnect()
             self._client.loop_stop()
+            close_leftover_socket(self._client)
         self._flush_acks(force=True)
 
     def wake(self) -> None:

@@ -53,6 +53,7 @@ from ingest.status import STATUS_TOPIC, StatusWriter
 from ingest.store import Store, WriteResult
 from vitalvagt.db.connect import Outage
 from vitalvagt.logs import Throttle
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT
 from vitalvagt.wire import (
     MAX_RECEIPT_BATCHES,
@@ -430,6 +431,7 @@ class IngestService:
                 props.SessionExpiryInterval = 0
             self._client.disconnect(properties=props)
             self._client.loop_stop()
+            close_leftover_socket(self._client)
 
     def stop(self) -> None:
         self._stop.set()

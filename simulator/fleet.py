@@ -45,6 +45,7 @@ from simulator.physiology import ContinuousOximetry, Event
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import KIND_SPECS, Kind
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.observation import DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag
 from vitalvagt.wire import (
@@ -388,6 +389,7 @@ class Fleet:
         finally:
             client.disconnect()
             client.loop_stop()
+            close_leftover_socket(client)  # a session that never got its CONNACK
             with self._lock:
                 self.stats.sessions += 1
             home.active = False

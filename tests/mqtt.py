@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.observation import Observation
 from vitalvagt.wire import decode_batch, parse_topic
 
@@ -48,6 +49,7 @@ class Connected:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        close_leftover_socket(self.client)
 
 
 def connect(
@@ -117,9 +119,7 @@ def connect(
     except queue.Empty:
         client.disconnect()
         client.loop_stop()
-        sock = client.socket()  # e.g. a TLS handshake that failed: paho keeps it
-        if sock is not None:
-            sock.close()
+        close_leftover_socket(client)  # e.g. a TLS handshake that failed: paho keeps it
         raise AssertionError("no CONNACK from the broker") from None
     return conn
 

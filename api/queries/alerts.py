@@ -16,7 +16,8 @@ _COLUMNS = (
     "a.id, a.patient_id, a.team_id, a.rule, a.rule_version, a.category, a.severity,"
     " a.state::text AS state, a.kind, a.value, a.measured_at, a.message, a.opened_at,"
     " a.last_triggered_at, a.trigger_count, a.late_s, a.snoozed_until, a.acknowledged_by,"
-    " a.acknowledged_at, a.resolved_by, a.resolved_at, a.note, p.patient_group::text AS group"
+    " a.acknowledged_at, a.resolved_by, a.resolved_at, a.note, p.patient_group::text AS group,"
+    " a.details"
 )
 
 
@@ -64,7 +65,7 @@ def get_alert(
 ) -> dict[str, Any] | None:
     rows = fetch(
         conn,
-        f"SELECT {_COLUMNS}, a.details, a.observation_id FROM alerts a"
+        f"SELECT {_COLUMNS}, a.observation_id FROM alerts a"
         " JOIN patients p ON p.id = a.patient_id"
         f" WHERE a.id = %(alert)s AND {SCOPE_SQL} AND a.team_id = ANY(%(teams)s)",
         {**scope, "alert": alert_id},

@@ -19,6 +19,7 @@ from api.errors import Conflict, NotFound, Unprocessable
 from api.params import PATIENT_ID_PATTERN, AlertId, check_window
 from api.queries import alerts as q
 from api.security import Clinician, Conn, CurrentUser
+from vitalvagt.alert_headline import headline
 from vitalvagt.db import alert_lifecycle as lifecycle
 from vitalvagt.db import routing_data
 from vitalvagt.db.isbar_data import isbar_text
@@ -29,6 +30,7 @@ NoNul = r"^[^\x00]*$"
 State = Literal["open", "acknowledged", "snoozed", "resolved"]
 Severity = Literal["red", "yellow", "blue"]
 MAX_SNOOZE = timedelta(days=7)
+Lang = Annotated[Literal["da", "en"], Query(description="Danish or English")]
 
 
 class ResponsibleDoctor(BaseModel):
@@ -54,7 +56,10 @@ class Alert(BaseModel):
     kind: str | None
     value: float | None
     measured_at: datetime | None
-    message: str
+    message: str = Field(description="the engine's text, in English, with the advice")
+    headline: str = Field(
+        description="what it is about in one line, in the language asked for (`lang`)"
+    )
     opened_at: datetime
     last_triggered_at: datetime
     trigger_count: int
@@ -140,6 +145,7 @@ def list_alerts(
         datetime | None, Query(description="opened then or later, or still active")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 500,
+    lang: Lang = "da",
 ) -> list[Alert]:
     """Alerts of the caller's teams in triage order: red, yellow, blue, the oldest first.
     Default states: open and acknowledged."""
@@ -159,7 +165,15 @@ def list_alerts(
     # one patient's alerts are a read of that patient (when there are any: ids outside the
     # scope return nothing and are not the caller's patients)
     audit(conn, user, "list_alerts", patient if rows else None, states=states, rows=len(rows))
-    return [Alert(**r, responsible_doctor=doctors[r["patient_id"]]) for r in rows]
+    return [
+        Alert(**r, headline=_headline(r, lang), responsible_doctor=doctors[r["patient_id"]])
+        for r in rows
+    ]
+
+
+def _headline(a: dict[str, Any], lang: str) -> str:
+    return headline(rule=a["rule"], category=a["category"], kind=a["kind"], reading=a["value"],
+                    measured_at=a["measured_at"], details=a["details"], lang=lang)  # fmt: skip
 
 
 def _doctors(conn: Conn, patient_ids: Iterable[str]) -> dict[str, ResponsibleDoctor]:
@@ -187,7 +201,7 @@ def _alert(conn: Conn, user: CurrentUser, alert_id: int) -> dict[str, Any]:
 
 
 @router.get("/{alert_id}")
-def alert(alert_id: AlertId, conn: Conn, user: CurrentUser) -> AlertDetail:
+def alert(alert_id: AlertId, conn: Conn, user: CurrentUser, lang: Lang = "da") -> AlertDetail:
     """One alert with the reading(s) that triggered it and its transitions."""
     a = _alert(conn, user, alert_id)
     readings = q.triggering_readings(conn, user.scope, a)
@@ -204,7 +218,8 @@ def alert(alert_id: AlertId, conn: Conn, user: CurrentUser) -> AlertDetail:
     ]
     doctor = _doctors(conn, [a["patient_id"]])[a["patient_id"]]
     audit(conn, user, "read_alert", a["patient_id"], alert=alert_id)
-    return AlertDetail(**a, responsible_doctor=doctor, readings=readings, history=history)
+    return AlertDetail(**a, headline=_headline(a, lang), responsible_doctor=doctor,
+                       readings=readings, history=history)  # fmt: skip
 
 
 @router.get("/{alert_id}/isbar")
@@ -212,7 +227,7 @@ def isbar(
     alert_id: AlertId,
     conn: Conn,
     user: CurrentUser,
-    lang: Annotated[Literal["da", "en"], Query(description="Danish or English")] = "da",
+    lang: Lang = "da",
 ) -> Isbar:
     """The alert's ISBAR handover (vitalvagt/isbar.py), with the routing as it is now."""
     a = _alert(conn, user, alert_id)

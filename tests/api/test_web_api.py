@@ -262,6 +262,36 @@ def test_the_isbar_text_of_an_alert_in_danish_or_english(
     assert client.get(f"/alerts/{b.alert}/isbar", headers=hb).status_code == 200
 
 
+def test_each_alert_says_what_it_is_about_in_the_language_asked_for(
+    client: TestClient, world: World, registry: psycopg.Connection
+) -> None:
+    """The engine's message is English; the list's headline is Danish unless asked otherwise,
+    from the alert's own fields: the reading and the limit it crossed."""
+    a = world.a
+    pid = _patient(registry, a, f"headline-{uuid.uuid4().hex[:6]}")
+    alert = registry.execute(
+        "INSERT INTO alerts (patient_id, team_id, rule, severity, category, kind, value,"
+        " measured_at, message, details) VALUES (%s, %s, 'limit:spo2', 'red', 'clinical',"
+        " 'spo2', 84.5, now(), %s, %s) RETURNING id",
+        (pid, a.team, "SpO2 84.5 % is below the alert limit 85 %.",
+         '{"limit": 85, "below": true, "outside": 1}'),  # fmt: skip
+    ).fetchone()[0]
+    h = auth(client, a.users[Role.NURSE])
+
+    def listed(**params: str) -> str:
+        r = client.get("/alerts", params={"patient": pid, **params}, headers=h)
+        assert r.status_code == 200, r.text
+        (row,) = r.json()
+        assert row["message"].startswith("SpO2 84.5 %")  # the engine's text is kept as it is
+        return row["headline"]
+
+    assert listed() == "Iltmætning 84,5 % under 85 %"
+    assert listed(lang="en") == "Oxygen saturation 84.5 % below 85 %"
+    one = client.get(f"/alerts/{alert}", params={"lang": "en"}, headers=h).json()
+    assert one["headline"] == "Oxygen saturation 84.5 % below 85 %"
+    assert _problem(client.get("/alerts", params={"lang": "fr"}, headers=h), 422)
+
+
 # -- 3. the series, the unreliable readings apart --------------------------------------------
 
 

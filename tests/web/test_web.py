@@ -100,6 +100,8 @@ def test_a_reading_becomes_an_alert_the_team_sees_and_acknowledges_live(
     row = nurse.css(ROW.format(p=w.patient))
     assert "sev-row-red" in row.get_attribute("class")
     assert "79" in row.text and w.patient in row.text
+    # what it is about, in Danish (the engine's own message is English)
+    assert "Iltmætning 79 % under 85 %" in row.text, row.text
     assert row.get_attribute("data-state") == "open"
     # the doctor responsible now is on the line (a GP in hours, else the out-of-hours doctor)
     doctor = row.find_element("css selector", ".c-doctor").text

@@ -16,8 +16,6 @@ const GAP_MIN_S = 36 * 3600;
 const COLORS = {
   line: "#1f4e79",
   band: "rgba(31, 78, 121, 0.18)",
-  line2: "#6a1b9a",
-  band2: "rgba(106, 27, 154, 0.15)",
   unreliable: "#6b6b6b",
   red: "rgba(198, 40, 40, 0.13)",
   yellow: "rgba(249, 168, 37, 0.18)",
@@ -26,64 +24,36 @@ const COLORS = {
   marker: { red: "#b71c1c", yellow: "#b26a00", blue: "#0d47a1" },
 };
 
-// One series' buckets onto the shared time axis xs: means, mins, maxes, with `undefined`
-// where the series has no bucket (spanned: an unreliable reading of the other series or of
-// its own) and `null` at its breaks (a gap: the line stops).
-function align(xs, byT, breaks) {
-  const mean = [];
-  const min = [];
-  const max = [];
-  for (const x of xs) {
-    const b = byT.get(x);
-    const v = b ? [b.mean, b.min, b.max] : breaks.has(x) ? [null, null, null] : [undefined, undefined, undefined];
-    mean.push(v[0]);
-    min.push(v[1]);
-    max.push(v[2]);
-  }
-  return { mean, min, max };
-}
-
 function seconds(iso) {
   return Math.round(new Date(iso).getTime() / 1000);
 }
 
-// The plot's data: [xs, mean1, min1, max1, (mean2, min2, max2,) unreliable], and the count of
-// readings it stands for.
-export function plotData(seriesList) {
-  const bucketS = Math.max(...seriesList.map((s) => s.bucket_s), 1);
-  const gapS = Math.max(GAP_MIN_S, 20 * bucketS);
-  const ts = new Set();
-  const perSeries = [];
-  const unreliable = new Map();
+// One measurement's plot data from its series (GET /patients/{id}/series): uPlot's columns
+// [xs, mean, min, max, unreliable] and the count of readings they stand for. On the time axis
+// xs a reliable bucket has its mean, min and max; an unreliable bucket's time has `undefined`
+// there (spanned: the line goes past it) and its mean in the last column; a gap longer than
+// GAP_MIN_S or 20 buckets gets a time of its own with `null` (the line stops).
+export function plotData(series) {
+  const gapS = Math.max(GAP_MIN_S, 20 * Math.max(series.bucket_s, 1));
+  const rows = new Map(); // time -> [mean, min, max, unreliable]
   let n = 0;
-  for (const s of seriesList) {
-    const byT = new Map();
-    const breaks = new Set();
-    let prev = null;
-    for (const b of s.buckets) {
-      const t = seconds(b.bucket);
-      if (prev !== null && t - prev > gapS) breaks.add(prev + 1);
-      byT.set(t, b);
-      prev = t;
-      n += b.n;
-    }
-    for (const u of s.unreliable || []) {
-      const t = seconds(u.bucket);
-      unreliable.set(t, u.mean);
-      n += u.n;
-    }
-    perSeries.push({ byT, breaks });
-    for (const t of byT.keys()) ts.add(t);
-    for (const t of breaks) ts.add(t);
+  let prev = null;
+  for (const b of series.buckets) {
+    const t = seconds(b.bucket);
+    if (prev !== null && t - prev > gapS) rows.set(prev + 1, [null, null, null, undefined]);
+    rows.set(t, [b.mean, b.min, b.max, undefined]);
+    prev = t;
+    n += b.n;
   }
-  for (const t of unreliable.keys()) ts.add(t);
-  const xs = [...ts].sort((a, b) => a - b);
-  const data = [xs];
-  for (const { byT, breaks } of perSeries) {
-    const a = align(xs, byT, breaks);
-    data.push(a.mean, a.min, a.max);
+  for (const u of series.unreliable || []) {
+    const t = seconds(u.bucket);
+    const row = rows.get(t) || [undefined, undefined, undefined, undefined];
+    row[3] = u.mean;
+    rows.set(t, row);
+    n += u.n;
   }
-  data.push(xs.map((x) => (unreliable.has(x) ? unreliable.get(x) : undefined)));
+  const xs = [...rows.keys()].sort((a, b) => a - b);
+  const data = [xs, ...[0, 1, 2, 3].map((i) => xs.map((x) => rows.get(x)[i]))];
   return { data, n };
 }
 
@@ -167,30 +137,24 @@ function yRange(data, limits, baseline) {
   return [lo - pad, hi + pad];
 }
 
-// A plot in `el`. `spec`: {labels: [line names], unit, limits, baseline, alerts, window,
-// onZoom(since, until)}. Returns the uPlot instance.
-export function trendPlot(el, seriesList, spec) {
-  const { data } = plotData(seriesList);
-  const lines = [];
-  const bands = [];
-  spec.labels.forEach((label, i) => {
-    const color = i === 0 ? COLORS.line : COLORS.line2;
-    const fill = i === 0 ? COLORS.band : COLORS.band2;
-    const base = 1 + i * 3;
-    lines.push(
-      { label, stroke: color, width: 2, spanGaps: false, points: { show: (u, si, i0, i1) => i1 - i0 < 60, size: 5 }, value: (u, v) => (v == null ? "–" : `${v.toFixed(1)} ${spec.unit}`) },
-      { label: `${label} min`, stroke: "transparent", spanGaps: false, points: { show: false }, legend: false },
-      { label: `${label} max`, stroke: "transparent", spanGaps: false, points: { show: false }, legend: false },
-    );
-    bands.push({ series: [base + 2, base + 1], fill });
-  });
-  lines.push({
-    label: spec.unreliableLabel,
-    stroke: COLORS.unreliable,
-    paths: () => null,
-    points: { show: true, size: 7, width: 1.5, stroke: COLORS.unreliable, fill: "#ffffff" },
-    value: (u, v) => (v == null ? "–" : `${v.toFixed(1)} ${spec.unit}`),
-  });
+// A plot in `el` of one measurement's plotData(). `spec`: {label, unit, limits, baseline,
+// alerts, window, onZoom(since, until)}. Returns the uPlot instance.
+export function trendPlot(el, { data }, spec) {
+  const value = (u, v) => (v == null ? "–" : `${v.toFixed(1)} ${spec.unit}`);
+  const lines = [
+    { label: spec.label, stroke: COLORS.line, width: 2, spanGaps: false, points: { show: (u, si, i0, i1) => i1 - i0 < 60, size: 5 }, value },
+    // The min and max series only carry the band between them: out of the legend.
+    { label: `${spec.label} min`, stroke: "transparent", spanGaps: false, points: { show: false }, legend: false },
+    { label: `${spec.label} max`, stroke: "transparent", spanGaps: false, points: { show: false }, legend: false },
+    {
+      label: spec.unreliableLabel,
+      stroke: COLORS.unreliable,
+      paths: () => null,
+      points: { show: true, size: 7, width: 1.5, stroke: COLORS.unreliable, fill: "#ffffff" },
+      value,
+    },
+  ];
+  const bands = [{ series: [3, 2], fill: COLORS.band }];
   const width = Math.max(280, el.clientWidth);
   const opts = {
     width,
@@ -231,10 +195,7 @@ export function trendPlot(el, seriesList, spec) {
     },
   };
   const plot = new uPlot(opts, data, el);
-  // The min and max series only carry the band: out of the legend.
   const rows = plot.root.querySelectorAll(".u-legend .u-series");
-  spec.labels.forEach((_, i) => {
-    for (const j of [2 + i * 3, 3 + i * 3]) rows[j]?.classList.add("band-edge");
-  });
+  for (const j of [2, 3]) rows[j]?.classList.add("band-edge");
   return plot;
 }

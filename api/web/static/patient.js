@@ -5,7 +5,7 @@
 
 import { alertButtons } from "./actions.js";
 import { api, query } from "./api.js";
-import { trendPlot } from "./charts.js";
+import { plotData, trendPlot } from "./charts.js";
 import { announce, ask, clear, h } from "./dom.js";
 import { currentLang, has, localTime, num, plotTime, t, unitText } from "./i18n.js";
 import { doctorText, groupText, severityBadge } from "./triage.js";
@@ -17,15 +17,15 @@ const RANGES = [
   ["90d", 90],
   ["180d", 180],
 ];
+// One plot per measurement. Systolic and diastolic are apart, not in one plot: each pressure
+// has its own limits, and the systolic's bands behind the diastolic line would show it in the red.
 const PANELS = [
-  { id: "spo2", kinds: ["spo2"], unit: "%" },
-  { id: "pulse", kinds: ["pulse"], unit: "/min" },
-  // apart, not in one plot: each pressure has its own limits, and the systolic's bands
-  // behind the diastolic line would show it in the red
-  { id: "bp_systolic", kinds: ["bp_systolic"], unit: "mmHg" },
-  { id: "bp_diastolic", kinds: ["bp_diastolic"], unit: "mmHg" },
-  { id: "weight", kinds: ["weight"], unit: "kg" },
-  { id: "temperature", kinds: ["temperature"], unit: "°C", optional: true },
+  { kind: "spo2", unit: "%" },
+  { kind: "pulse", unit: "/min" },
+  { kind: "bp_systolic", unit: "mmHg" },
+  { kind: "bp_diastolic", unit: "mmHg" },
+  { kind: "weight", unit: "kg" },
+  { kind: "temperature", unit: "°C", optional: true },
 ];
 const LIMIT_FIELDS = ["alert_low", "warn_low", "warn_high", "alert_high"];
 const ACTIVE = ["open", "acknowledged", "snoozed"];
@@ -127,7 +127,7 @@ export class PatientScreen {
   }
 
   async refreshAlerts(replot = true) {
-    const active = await api(`/alerts${query({ patient: this.id, state: ACTIVE })}`);
+    const active = await api(`/alerts${query({ patient: this.id, state: ACTIVE, lang: currentLang() })}`);
     this.active = active;
     clear(this.alertsBox).append(h("h2", { id: "h-alerts" }, t("patient.alerts")));
     if (!active.length) this.alertsBox.append(h("p", {}, t("patient.noalerts")));
@@ -139,7 +139,9 @@ export class PatientScreen {
         h(
           "li",
           { class: "patient-alert", dataset: { alertId: a.id, state: a.state } },
-          h("div", { class: "line" }, severityBadge(a.severity), " ", h("strong", {}, a.message)),
+          h("div", { class: "line" }, severityBadge(a.severity), " ", h("strong", {}, a.headline)),
+          // The engine's own text is English; in Danish the ISBAR text below says what to do.
+          currentLang() === "en" ? h("div", { class: "sub" }, a.message) : null,
           h("div", { class: "sub" }, `${t(`state.${a.state}`)} · ${localTime(a.opened_at)} · ${t("col.doctor")}: ${doctorText(a.responsible_doctor)}`),
           h("div", { class: "line" }, alertButtons(a, () => this.refreshAlerts(), { withNote: true }), show),
           isbar,
@@ -184,7 +186,7 @@ export class PatientScreen {
     const width = Math.max(280, this.plotsBox.clientWidth || 600);
     const points = Math.min(1000, Math.round(width / 2));
     const w = { since: since.toISOString(), until: until.toISOString() };
-    const kinds = PANELS.flatMap((p) => p.kinds);
+    const kinds = PANELS.map((p) => p.kind);
     const [series, marks, baseline] = await Promise.all([
       Promise.all(kinds.map((kind) => api(this.path(`/series${query({ kind, ...w, points })}`)))),
       api(`/alerts${query({ patient: this.id, state: [...ACTIVE, "resolved"], since: w.since, limit: 500 })}`),
@@ -197,28 +199,28 @@ export class PatientScreen {
     clear(this.plotsBox);
     const rangeText = range === "zoom" ? `${localTime(w.since)} – ${localTime(w.until)}` : t(`range.${range}`);
     for (const panel of PANELS) {
-      const list = panel.kinds.map((k) => byKind[k]);
-      const n = list.reduce((a, s) => a + s.buckets.reduce((m, b) => m + b.n, 0) + (s.unreliable || []).reduce((m, b) => m + b.n, 0), 0);
+      const { kind } = panel;
+      const data = plotData(byKind[kind]);
+      const { n } = data;
       // weight is part of heart failure's monitoring: "no readings" is news there, not for COPD
-      const optional = panel.optional || (panel.id === "weight" && this.patient.group === "copd");
+      const optional = panel.optional || (kind === "weight" && this.patient.group === "copd");
       if (optional && n === 0) continue;
-      const first = panel.kinds[0];
-      const title = kindName(first);
+      const title = kindName(kind);
       const plotEl = h("div", { class: "plot", role: "img", "aria-label": t("chart.label", { k: title, r: rangeText, n }) });
-      const fig = h("figure", { class: "panel", dataset: { panel: panel.id, readings: n, bucketS: list[0].bucket_s } }, h("figcaption", {}, `${title} (${panel.unit})`), plotEl);
+      const fig = h("figure", { class: "panel", dataset: { panel: kind, readings: n, bucketS: byKind[kind].bucket_s } }, h("figcaption", {}, `${title} (${panel.unit})`), plotEl);
       this.plotsBox.append(fig);
       if (n === 0) {
         plotEl.append(h("p", { class: "nodata" }, t("patient.nodata")));
         continue;
       }
-      const panelAlerts = marks.filter((a) => !a.kind || panel.kinds.includes(a.kind));
+      const panelAlerts = marks.filter((a) => !a.kind || a.kind === kind);
       fig.dataset.alerts = String(panelAlerts.length);
-      if (baselines[first]) fig.dataset.baseline = JSON.stringify(baselines[first]);
-      const plot = trendPlot(plotEl, list, {
-        labels: panel.kinds.map(kindName),
+      if (baselines[kind]) fig.dataset.baseline = JSON.stringify(baselines[kind]);
+      const plot = trendPlot(plotEl, data, {
+        label: title,
         unit: panel.unit,
-        limits: this.limits?.[first],
-        baseline: baselines[first],
+        limits: this.limits?.[kind],
+        baseline: baselines[kind],
         alerts: panelAlerts,
         window: w,
         unreliableLabel: t("chart.unreliable"),

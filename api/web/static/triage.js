@@ -12,7 +12,7 @@
 import { alertButtons } from "./actions.js";
 import { api, query } from "./api.js";
 import { announce, clear, h } from "./dom.js";
-import { ago, localTime, t } from "./i18n.js";
+import { ago, currentLang, localTime, t } from "./i18n.js";
 
 const HOLD_MS = 1000;
 const MAX_HOLD_MS = 4000;
@@ -42,7 +42,7 @@ function row(a, refresh) {
       h("a", { href: `#/patients/${encodeURIComponent(a.patient_id)}`, class: "patient-link" }, a.patient_id),
       h("span", { class: "sub" }, groupText(a.group)),
     ),
-    h("td", { class: "c-what" }, h("span", { class: "msg", title: a.message }, a.message)),
+    h("td", { class: "c-what" }, h("span", { class: "msg", title: a.headline }, a.headline)),
     h(
       "td",
       { class: "c-since" },
@@ -135,7 +135,7 @@ export class TriageScreen {
   async refresh() {
     let alerts;
     try {
-      alerts = await api(`/alerts${query({ state: ["open", "acknowledged", "snoozed"], limit: 500 })}`);
+      alerts = await api(`/alerts${query({ state: ["open", "acknowledged", "snoozed"], limit: 500, lang: currentLang() })}`);
     } catch (e) {
       if (e.status !== 401) announce(t("error.generic", { m: e.message }), "error");
       return;
