@@ -6,6 +6,7 @@ running hub. It is started once per session and stopped (and deleted) at the end
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -68,6 +69,20 @@ def kill_broker(stack: Stack) -> int:
     assert pid is not None, "the broker is not running"
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs a CLI in this process (``main([...])``) gets vitalvagt's logging set
+    up on the stderr pytest captured for that test. Left in place, every later thread that
+    logs (a hub of a later test module) writes to that closed file: "--- Logging error ---"."""
+    root = logging.getLogger()
+    ours = lambda h: not type(h).__module__.startswith("_pytest")  # noqa: E731
+    handlers, level = [h for h in root.handlers if ours(h)], root.level
+    yield
+    # pytest's own capture handlers come and go with each phase: kept as they are now
+    root.handlers[:] = [*handlers, *(h for h in root.handlers if not ours(h))]
+    root.setLevel(level)
 
 
 _session_stack: list[Stack] = []  # the session's stack, for the failure report below

@@ -212,3 +212,35 @@ def test_given_up_after_the_documented_time_and_then_visible_as_failed(
     assert "ConnectionRefusedError" in rows[0][4] and rows[0][4].endswith("(given up)")
     assert rows[1][4] == "never attempted (given up)"  # it waited behind the first
     registry.execute("UPDATE webhook_endpoints SET active = false WHERE id = %s", (endpoint,))
+
+
+@pytest.mark.stack
+def test_the_team_an_alert_is_routed_to_hears_of_its_opening(
+    stack: Stack, registry: psycopg.Connection, receiver: Receiver
+) -> None:
+    """The alert opens (its first transition) before the routing job names the team answering
+    now. The night team's endpoint then got the acknowledgement of an alert it had never been
+    told had opened; now routing queues it the transitions so far, in order."""
+    day, night, _ = add_teams(registry, "9107")
+    pid = add_patient(registry, "p-webhook-night", "9107", day)
+    endpoint = registry.execute(
+        "INSERT INTO webhook_endpoints (team_id, url, secret) VALUES (%s, %s, %s) RETURNING id",
+        (night, receiver.url, SECRET),
+    ).fetchone()[0]
+    # a Wednesday at 22:30 in Copenhagen: the day team's patient, the night team's hours
+    opened = datetime(2026, 11, 25, 21, 30, tzinfo=UTC)
+    a = add_alert(registry, pid, day, opened_at=opened)
+    assert _rows(registry, endpoint) == []  # not the night team's alert yet
+    route_pending(registry)
+    routed = registry.execute("SELECT routed_team_id FROM alerts WHERE id = %s", (a,)).fetchone()
+    assert routed == (night,)
+    lifecycle.acknowledge(registry, a, by="nurse-nat", note="kører nu")
+    delivery = WebhookDelivery(policy=FAST)
+    for _ in range(3):  # one per (endpoint, alert) and take: the acknowledgement waits its turn
+        delivery.deliver(registry, now=datetime.now(UTC))
+    assert [g["transition"]["reason"] for g in receiver.got] == ["opened", "acknowledged"]
+    assert receiver.got[0]["alert"]["routing"]["team"]["id"] == night
+    assert [r[1] for r in _rows(registry, endpoint)] == ["delivered", "delivered"]
+    route_pending(registry)  # nothing new to route: nothing queued twice
+    assert len(_rows(registry, endpoint)) == 2
+    registry.execute("UPDATE webhook_endpoints SET active = false WHERE id = %s", (endpoint,))

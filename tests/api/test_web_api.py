@@ -262,6 +262,9 @@ def test_the_isbar_text_of_an_alert_in_danish_or_english(
     assert client.get(f"/alerts/{b.alert}/isbar", headers=hb).status_code == 200
 
 
+LIMIT_DETAILS = '{"limit": 85, "below": true, "outside": 1}'
+
+
 def test_each_alert_says_what_it_is_about_in_the_language_asked_for(
     client: TestClient, world: World, registry: psycopg.Connection
 ) -> None:
@@ -273,8 +276,7 @@ def test_each_alert_says_what_it_is_about_in_the_language_asked_for(
         "INSERT INTO alerts (patient_id, team_id, rule, severity, category, kind, value,"
         " measured_at, message, details) VALUES (%s, %s, 'limit:spo2', 'red', 'clinical',"
         " 'spo2', 84.5, now(), %s, %s) RETURNING id",
-        (pid, a.team, "SpO2 84.5 % is below the alert limit 85 %.",
-         '{"limit": 85, "below": true, "outside": 1}'),  # fmt: skip
+        (pid, a.team, "SpO2 84.5 % is below the alert limit 85 %.", LIMIT_DETAILS),
     ).fetchone()[0]
     h = auth(client, a.users[Role.NURSE])
 
