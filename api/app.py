@@ -26,7 +26,18 @@ from starlette.exceptions import HTTPException
 from api.config import ApiConfig, api_config
 from api.errors import PROBLEM_RESPONSES, PUBLIC_RESPONSES, ApiError, problem
 from api.middleware import Hardening
-from api.routes import admin, alerts, auth, fhir, gateways, observations, patients, stream, web
+from api.routes import (
+    admin,
+    alerts,
+    auth,
+    fhir,
+    gateways,
+    observations,
+    patients,
+    readings_stream,
+    stream,
+    web,
+)
 from api.tokens import OidcVerifier
 from vitalvagt.settings import load_settings
 
@@ -95,6 +106,9 @@ def create_app(
             stack.callback(pool.close)
             app.state.pool = pool
             app.state.alerts_feed = await stack.enter_async_context(stream.AlertFeed(database_url))
+            app.state.readings_feed = await stack.enter_async_context(
+                readings_stream.ReadingsFeed(database_url)
+            )
             yield
 
     app = FastAPI(
@@ -157,7 +171,8 @@ def create_app(
 
     app.include_router(auth.router, responses=PROBLEM_RESPONSES)
     # the stream before the alerts: /alerts/stream is no /alerts/{alert_id}
-    for module in (stream, alerts, patients, observations, fhir, gateways, admin):
+    for module in (stream, alerts, patients, readings_stream, observations, fhir, gateways,
+                   admin):  # fmt: skip
         app.include_router(module.router, responses=PROBLEM_RESPONSES)
     app.include_router(web.router)
     return app

@@ -126,6 +126,10 @@ class Snooze(BaseModel):
         return v
 
 
+class Note(BaseModel):
+    note: str = Field(min_length=1, max_length=2000, pattern=NoNul)
+
+
 class Resolve(BaseModel):
     reason: str = Field(min_length=3, max_length=2000, pattern=NoNul)
 
@@ -271,6 +275,21 @@ def snooze(alert_id: AlertId, body: Snooze, conn: Conn, user: Clinician) -> Aler
         alert_id,
         "snoozed",
         lambda: lifecycle.snooze(conn, alert_id, by=user.user_id, until=body.until, note=body.note),
+        body.note,
+    )
+
+
+@router.post("/{alert_id}/note")
+def note(alert_id: AlertId, body: Note, conn: Conn, user: Clinician) -> AlertDetail:
+    """A note to an active alert, its state unchanged (after a one-tap acknowledgement)."""
+    if not body.note.strip():
+        raise Unprocessable("body.note: is empty")
+    return _change(
+        conn,
+        user,
+        alert_id,
+        "noted",
+        lambda: lifecycle.add_note(conn, alert_id, by=user.user_id, note=body.note),
         body.note,
     )
 

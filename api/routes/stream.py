@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import StreamingResponse
@@ -31,55 +30,32 @@ from fastapi.responses import StreamingResponse
 from api.errors import Unprocessable
 from api.queries.patients import fetch
 from api.security import SCOPE_SQL, Principal, StreamingUser
-from vitalvagt.retry import DATABASE
+from api.sse import KeepAlive, Listener, changed_or_keepalive, sse_response, sse_responses
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 CHANNEL = "vv_alert_transitions"
 BATCH = 200
 
 
-class AlertFeed:
-    """One LISTEN connection per process; ``wait`` returns when a transition was committed
-    (or the connection came back after an outage: the streams then catch up by id)."""
+class AlertFeed(Listener):
+    """Wakes every alert stream of this process when a transition was committed (or the
+    connection came back after an outage: the streams then catch up by id)."""
+
+    channel = CHANNEL
 
     def __init__(self, database_url: str) -> None:
-        self._url = database_url
+        super().__init__(database_url)
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> AlertFeed:
-        self._task = asyncio.create_task(self._run(), name="api-alert-feed")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def _run(self) -> None:
-        backoff = DATABASE.backoff()
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    backoff.reset()
-                    self._wake()
-                    async for _ in conn.notifies():
-                        self._wake()
-            except psycopg.OperationalError as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "api: alert feed lost the database (%s); again in %.1f s",
-                    str(exc).splitlines()[0] if str(exc) else exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+    def on_connect(self) -> None:
+        self._wake()
+
+    def on_notify(self, payload: str) -> None:
+        self._wake()
 
     def event(self) -> asyncio.Event:
         """Take this before reading the table; it is set by the next change."""
@@ -131,29 +107,23 @@ async def _events(
             yield f"id: {after}\nevent: alert\ndata: {json.dumps(jsonable_encoder(r))}\n\n"
         if len(rows) == BATCH:
             continue
-        try:
-            await asyncio.wait_for(changed.wait(), keepalive_s)
-        except TimeoutError:
-            if await request.is_disconnected():
-                return
-            yield ": keep-alive\n\n"
+        comment = await changed_or_keepalive(request, changed, keepalive_s)
+        if comment is None:
+            return
+        if comment:
+            yield comment
 
 
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "text/event-stream: one `alert` event per transition, id = its id",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
-    },
+    responses=sse_responses("one `alert` event per transition, id = its id"),
 )
 async def alert_stream(
     request: Request,
     user: StreamingUser,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    keepalive_s: Annotated[float, Query(ge=0.05, le=60)] = 15.0,
+    keepalive_s: KeepAlive = 15.0,
 ) -> StreamingResponse:
     """New and changed alerts of the user's teams, as they are committed; resumable with
     ``Last-Event-ID``. A comment line every ``keepalive_s`` seconds keeps it open."""
@@ -162,8 +132,4 @@ async def alert_stream(
         if not last_event_id.isdigit():
             raise Unprocessable("header.last-event-id: an event id (a whole number)")
         after = int(last_event_id)
-    return StreamingResponse(
-        _events(request, user, after, keepalive_s),
-        media_type="text/event-stream",
-        headers={"X-Accel-Buffering": "no"},
-    )
+    return sse_response(_events(request, user, after, keepalive_s))

@@ -4,19 +4,24 @@ an app with a signing key of the test's own."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.config import ApiConfig
 from api.users import Role, add_user
+from tests.conftest import free_port
 from tests.ingest.conftest import registry  # noqa: F401 - shared fixture
 from vitalvagt.db.alert_lifecycle import record
 from vitalvagt.db.gateways import provision_gateway
@@ -141,3 +146,24 @@ def login(client: TestClient, user: str, password: str = PASSWORD) -> dict[str, 
 
 def auth(client: TestClient, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {login(client, user)['access_token']}"}
+
+
+@contextmanager
+def serving(stack: Stack) -> Iterator[str]:
+    """The API under uvicorn on a free port in a thread (its lifespan: the pool, the feeds)."""
+    port = free_port()
+    app = create_app(stack.database_url(), config=api_config(), pool_max_size=4)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"api-under-test-{port}")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -21,8 +21,9 @@ from tests.api.conftest import RECIPIENT, Team, World, auth, own_address
 from vitalvagt.roles import Role
 
 pytestmark = pytest.mark.stack
-# Streams never end: tested with a real server in test_stream.py (scope included).
-STREAMING = frozenset({"/alerts/stream"})
+# Streams never end: tested with a real server in test_stream.py and test_readings_stream.py
+# (scope included).
+STREAMING = frozenset({"/alerts/stream", "/patients/{patient_id}/readings/stream"})
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -59,6 +60,7 @@ def request_of(method: str, path: str, t: Team) -> dict[str, Any]:
     known: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/alerts/{alert_id}/acknowledge"): {"json": {"note": "calling now"}},
         ("POST", "/alerts/{alert_id}/snooze"): {"json": {"until": soon, "note": "at the GP"}},
+        ("POST", "/alerts/{alert_id}/note"): {"json": {"note": "called her: measuring again"}},
         ("POST", "/alerts/{alert_id}/resolve"): {"json": {"reason": "measured again: 94 %"}},
         ("PUT", "/patients/{patient_id}/thresholds/{kind}"): {
             "json": {"alert_low": 84, "warn_low": 87, "reason": "chronic low saturation"}

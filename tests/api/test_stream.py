@@ -7,44 +7,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 import psycopg
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.users import Role
-from tests.api.conftest import Team, World, api_config, auth, own_address
-from tests.conftest import free_port
+from tests.api.conftest import Team, World, api_config, auth, own_address, serving
 from vitalvagt.db import alert_lifecycle
 from vitalvagt.stack import Stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
-
-
-@contextmanager
-def serving(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    app = create_app(stack.database_url(), config=api_config(), pool_max_size=4)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name=f"api-under-test-{port}")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class Listener:

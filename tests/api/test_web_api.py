@@ -294,6 +294,33 @@ def test_each_alert_says_what_it_is_about_in_the_language_asked_for(
     assert _problem(client.get("/alerts", params={"lang": "fr"}, headers=h), 422)
 
 
+def test_a_note_to_an_acknowledged_alert_keeps_its_state_and_is_in_its_history(
+    client: TestClient, world: World, registry: psycopg.Connection
+) -> None:
+    """One tap acknowledges from the list; the note comes after, to the same alert."""
+    a, b = world.a, world.b
+    pid = _patient(registry, a, f"note-{uuid.uuid4().hex[:6]}")
+    alert = _alert(registry, a, pid, "limit:pulse")
+    h = auth(client, a.users[Role.NURSE])
+    assert client.post(f"/alerts/{alert}/acknowledge", json={}, headers=h).status_code == 200
+    r = client.post(f"/alerts/{alert}/note", json={"note": "Ringet op: måler igen"}, headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "acknowledged" and body["note"] == "Ringet op: måler igen"
+    last = body["history"][-1]
+    assert (last["from_state"], last["to_state"], last["reason"], last["note"]) == (
+        "acknowledged", "acknowledged", "noted", "Ringet op: måler igen")  # fmt: skip
+    assert last["by"] == a.users[Role.NURSE]
+    assert _problem(client.post(f"/alerts/{alert}/note", json={"note": "  "}, headers=h), 422)
+    assert _problem(client.post(f"/alerts/{alert}/note", json={}, headers=h), 422)
+    hb = auth(client, b.users[Role.NURSE])  # another team: the same 404 as an unknown alert
+    assert _problem(client.post(f"/alerts/{alert}/note", json={"note": "x"}, headers=hb), 404)
+    resolved = {"reason": "målt igen: 72 /min"}
+    assert client.post(f"/alerts/{alert}/resolve", json=resolved, headers=h).status_code == 200
+    late = _problem(client.post(f"/alerts/{alert}/note", json={"note": "for sent"}, headers=h), 409)
+    assert "resolved" in late["detail"]
+
+
 # -- 3. the series, the unreliable readings apart --------------------------------------------
 
 

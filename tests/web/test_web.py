@@ -159,6 +159,14 @@ def test_a_reading_becomes_an_alert_the_team_sees_and_acknowledges_live(
     nurse.screenshot("04-patient-page-whole", full_page=True)
     assert nurse.axe() == []
 
+    # The nurse asked for a new measurement: it arrives on the open page, no reload.
+    w.publish([reading(w.record, Kind.PULSE, 97.0, datetime.now(UTC).replace(microsecond=0))])
+    nurse.wait("document.querySelector('tr[data-kind=pulse] td')?.textContent === '97 /min'",
+               30, "the new reading on the patient page")  # fmt: skip
+    assert nurse.js("return window.sameDocument") is True, "the patient page was reloaded"
+    nurse.wait("document.body.dataset.ready.startsWith('#/patients/')"
+               " && document.querySelector('[data-panel=pulse] .plot').__uplot")  # fmt: skip
+
     # Acknowledge, with a note; nurse 2 sees it on her list without reloading.
     nurse.css(f"li[data-alert-id='{alert_id}'] button[data-action=ack]").click()
     nurse.wait("document.querySelector('dialog[open] textarea')")
@@ -173,6 +181,20 @@ def test_a_reading_becomes_an_alert_the_team_sees_and_acknowledges_live(
     assert nurse2.js("return window.sameDocument") is True
     nurse2.screenshot("06-acknowledged-seen-by-nurse-2")
     assert nurse2.axe() == []
+
+    # Acknowledged in one tap; a note follows from the list, in the acknowledge button's place.
+    nurse2.css(f"{ROW.format(p=w.patient)} button[data-action=note]").click()
+    nurse2.wait("document.querySelector('dialog[open] textarea')")
+    nurse2.css("dialog[open] textarea").send_keys("Jeg ringer til vagtlægen")
+    nurse2.css("dialog[open] button[type=submit]").click()
+
+    def noted() -> tuple | None:
+        with psycopg.connect(w.stack.database_url(), autocommit=True) as conn:
+            return conn.execute(
+                "SELECT to_state, note FROM alert_transitions WHERE alert_id = %s"
+                " AND reason = 'noted'", (alert_id,)).fetchone()  # fmt: skip
+
+    assert wait_for(noted, 15, "the note") == ("acknowledged", "Jeg ringer til vagtlægen")
 
     # The other team's nurse: none of it, neither in her list nor by the patient's address.
     other.wait("Number(document.body.dataset.triageVersion) >= 1")

@@ -123,6 +123,21 @@ def resolve(conn: psycopg.Connection, alert_id: int, *, by: str, note: str | Non
     )  # fmt: skip
 
 
+def add_note(conn: psycopg.Connection, alert_id: int, *, by: str, note: str) -> bool:
+    """A note to an active alert without a change of state ("called her: measuring again"):
+    the alert's note, and a transition of its own (reason ``noted``) that the history, the
+    stream and the webhooks carry like any other."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT state::text FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
+        ).fetchone()
+        if row is None or row[0] not in ACTIVE:
+            return False
+        conn.execute("UPDATE alerts SET note = %s WHERE id = %s", (note, alert_id))
+        record(conn, alert_id, row[0], row[0], by=by, reason="noted", note=note)
+    return True
+
+
 def end_snoozes(conn: psycopg.Connection, *, now: datetime) -> int:
     """Snoozes that have run out: the alerts are open again (a scheduled job)."""
     with conn.transaction():

@@ -1,6 +1,6 @@
 // The nurse's changes of an alert, from the list and from the patient page alike: one tap
-// for "I've got it", a note when acknowledging from the dialog, snooze and resolve with a
-// note or reason. The server's life cycle decides; a change someone else made first is a
+// for "I've got it" (with a note from the patient page's dialog), then "Note" for a note to
+// the acknowledged alert; snooze and resolve with a note or reason. The server's life cycle decides; a change someone else made first is a
 // 409, said in plain words, and the caller refreshes what it shows.
 
 import { api } from "./api.js";
@@ -29,7 +29,7 @@ export function acknowledge(alert, note = null) {
 export async function acknowledgeWithNote(alert) {
   const v = await ask({
     title: t("dlg.ack"),
-    intro: t("dlg.for", { p: alert.patient_id, m: alert.message }),
+    intro: t("dlg.for", { p: alert.patient_id, m: alert.headline }),
     fields: [{ name: "note", type: "textarea", label: t("dlg.note") }],
     submit: t("act.ack"),
     cancel: t("act.cancel"),
@@ -37,10 +37,21 @@ export async function acknowledgeWithNote(alert) {
   return v ? acknowledge(alert, v.note || null) : false;
 }
 
+export async function addNote(alert) {
+  const v = await ask({
+    title: t("dlg.note.title"),
+    intro: t("dlg.for", { p: alert.patient_id, m: alert.headline }),
+    fields: [{ name: "note", type: "textarea", label: t("dlg.note"), required: true, minlength: 1 }],
+    submit: t("act.save"),
+    cancel: t("act.cancel"),
+  });
+  return v ? change(alert, "note", { note: v.note }, "done.note") : false;
+}
+
 export async function snooze(alert) {
   const v = await ask({
     title: t("dlg.snooze"),
-    intro: t("dlg.for", { p: alert.patient_id, m: alert.message }),
+    intro: t("dlg.for", { p: alert.patient_id, m: alert.headline }),
     fields: [
       {
         name: "minutes",
@@ -61,7 +72,7 @@ export async function snooze(alert) {
 export async function resolve(alert) {
   const v = await ask({
     title: t("dlg.resolve"),
-    intro: t("dlg.for", { p: alert.patient_id, m: alert.message }),
+    intro: t("dlg.for", { p: alert.patient_id, m: alert.headline }),
     fields: [{ name: "reason", type: "textarea", label: t("dlg.reason"), required: true, minlength: 3 }],
     submit: t("act.resolve"),
     cancel: t("act.cancel"),
@@ -80,12 +91,14 @@ export function alertButtons(alert, after, { withNote = false } = {}) {
   return h(
     "div",
     { class: "actions" },
-    alert.state !== "acknowledged" &&
-      h(
-        "button",
-        { type: "button", class: "primary", "aria-label": label("act.ack"), dataset: { action: "ack" }, onclick: run(withNote ? acknowledgeWithNote : (a) => acknowledge(a)) },
-        t("act.ack"),
-      ),
+    // In the same place once acknowledged, so the row keeps its shape: a note to it.
+    alert.state !== "acknowledged"
+      ? h(
+          "button",
+          { type: "button", class: "primary", "aria-label": label("act.ack"), dataset: { action: "ack" }, onclick: run(withNote ? acknowledgeWithNote : (a) => acknowledge(a)) },
+          t("act.ack"),
+        )
+      : h("button", { type: "button", class: "secondary", "aria-label": label("act.note"), dataset: { action: "note" }, onclick: run(addNote) }, t("act.note")),
     h("button", { type: "button", class: "secondary", "aria-label": label("act.snooze"), dataset: { action: "snooze" }, onclick: run(snooze) }, t("act.snooze")),
     h("button", { type: "button", class: "secondary", "aria-label": label("act.resolve"), dataset: { action: "resolve" }, onclick: run(resolve) }, t("act.resolve")),
   );

@@ -10,7 +10,7 @@ import { announce, clear, h } from "./dom.js";
 import { GatewaysScreen } from "./gateways.js";
 import { LANGS, currentLang, setLang, t } from "./i18n.js";
 import { PatientScreen } from "./patient.js";
-import { AlertStream } from "./stream.js";
+import { EventStream } from "./stream.js";
 import { TriageScreen } from "./triage.js";
 
 const main = document.getElementById("main");
@@ -48,7 +48,9 @@ function setConnection(state, wasLost = false) {
 
 function startStream() {
   stream?.stop();
-  stream = new AlertStream({
+  stream = new EventStream({
+    path: "/alerts/stream",
+    event: "alert",
     onEvent: (ev) => bus.emit("alert", ev),
     onState: setConnection,
   });

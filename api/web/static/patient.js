@@ -7,6 +7,7 @@ import { alertButtons } from "./actions.js";
 import { api, query } from "./api.js";
 import { plotData, trendPlot } from "./charts.js";
 import { announce, ask, clear, h } from "./dom.js";
+import { EventStream } from "./stream.js";
 import { currentLang, has, localTime, num, plotTime, t, unitText } from "./i18n.js";
 import { doctorText, groupText, severityBadge } from "./triage.js";
 
@@ -117,9 +118,48 @@ export class PatientScreen {
     window.addEventListener("resize", this.onResize);
     await Promise.all([this.loadLimits(), this.refreshAlerts(false)]);
     await this.load(this.range);
+    // New readings as they are stored (the nurse asked for a new measurement): the latest
+    // readings and, unless she has zoomed into the past or has her finger on a plot, the plots.
+    this.plotsBox.addEventListener("pointerdown", () => (this.touching = true));
+    window.addEventListener("pointerup", (this.onPointerUp = () => (this.touching = false)));
+    this.readings = new EventStream({
+      path: this.path("/readings/stream"),
+      event: "readings",
+      onEvent: () =>
+        this.readingsArrived().catch((e) => {
+          if (e.status !== 401 && !this.readings.stopped) announce(t("error.generic", { m: e.message }), "error");
+        }),
+      onState: () => {},
+    });
+    this.readings.start();
+  }
+
+  async readingsArrived() {
+    if (this.refreshing) {
+      this.again = true; // one more refresh when this one is done
+      return;
+    }
+    this.refreshing = true;
+    try {
+      do {
+        if (this.readings.stopped) return; // the nurse has left the page
+        this.again = false;
+        const patient = await api(this.path());
+        this.renderLatest(patient.latest || []);
+        if (this.range !== "zoom" && !this.touching) await this.load(this.range);
+        this.latestBox.dataset.refreshed = String(Date.now()); // for the end-to-end tests
+        // Said to a screen reader, not shown as a toast: the table is what changed, and a
+        // toast over the alert's buttons would take the tap meant for them.
+        this.latestBox.append(h("p", { class: "visually-hidden", role: "status" }, t("patient.newreadings")));
+      } while (this.again);
+    } finally {
+      this.refreshing = false;
+    }
   }
 
   unmount() {
+    this.readings?.stop();
+    window.removeEventListener("pointerup", this.onPointerUp);
     this.unsubscribe?.();
     window.removeEventListener("resize", this.onResize);
     for (const { plot } of this.plots) plot.destroy();

@@ -1,8 +1,10 @@
-// The live alert stream (GET /alerts/stream, Server-Sent Events) read with fetch, because
-// the browser's EventSource cannot send the bearer token in a header and a token in the
-// address would end up in logs. On a reconnect it sends Last-Event-ID, so the server sends
-// exactly the transitions missed in between. The server sends a comment every `keepalive`
-// seconds: a silence of three of them means the connection is dead even if TCP says not.
+// A live stream of Server-Sent Events read with fetch, because the browser's EventSource
+// cannot send the bearer token in a header and a token in the address would end up in logs:
+// the alerts (GET /alerts/stream, for every screen) and one patient's new readings
+// (GET /patients/{id}/readings/stream, for the patient page). On a reconnect it sends
+// Last-Event-ID, so the alert stream sends exactly the transitions missed in between. The
+// server sends a comment every `keepalive` seconds: a silence of three of them means the
+// connection is dead even if TCP says not.
 
 import { accessToken } from "./api.js";
 
@@ -10,9 +12,12 @@ const KEEPALIVE_S = 10;
 const SILENCE_MS = KEEPALIVE_S * 3000;
 const BACKOFF_MS = [500, 1000, 2000, 5000, 10000];
 
-export class AlertStream {
-  // onEvent(transition), onState("connecting" | "live" | "lost")
-  constructor({ onEvent, onState }) {
+export class EventStream {
+  // path: the stream's address; event: the name of the events to hand on;
+  // onEvent(data), onState("connecting" | "live" | "lost", wasLost)
+  constructor({ path, event, onEvent, onState }) {
+    this.path = path;
+    this.event = event;
     this.onEvent = onEvent;
     this.onState = onState;
     this.lastId = null;
@@ -59,7 +64,7 @@ export class AlertStream {
       silence = setTimeout(() => controller.abort(), SILENCE_MS);
     };
     try {
-      const r = await fetch(`/alerts/stream?keepalive_s=${KEEPALIVE_S}`, {
+      const r = await fetch(`${this.path}?keepalive_s=${KEEPALIVE_S}`, {
         headers,
         signal: controller.signal,
         cache: "no-store",
@@ -104,6 +109,6 @@ export class AlertStream {
       else if (field === "data") data.push(value);
     }
     if (id !== null) this.lastId = id;
-    if (event === "alert" && data.length) this.onEvent(JSON.parse(data.join("\n")));
+    if (event === this.event && data.length) this.onEvent(JSON.parse(data.join("\n")));
   }
 }
