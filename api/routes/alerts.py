@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from api.audit import audit
-from api.errors import Conflict, NotFound, Unprocessable
+from api.errors import Conflict, NotFound
 from api.params import PATIENT_ID_PATTERN, AlertId, check_window
 from api.queries import alerts as q
 from api.security import Clinician, Conn, CurrentUser
@@ -126,12 +126,20 @@ class Snooze(BaseModel):
         return v
 
 
+def _said(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must say something, not only spaces")
+    return v
+
+
 class Note(BaseModel):
-    note: str = Field(min_length=1, max_length=2000, pattern=NoNul)
+    note: Annotated[str, Field(min_length=1, max_length=2000, pattern=NoNul), AfterValidator(_said)]
 
 
 class Resolve(BaseModel):
-    reason: str = Field(min_length=3, max_length=2000, pattern=NoNul)
+    reason: Annotated[
+        str, Field(min_length=3, max_length=2000, pattern=NoNul), AfterValidator(_said)
+    ] = Field(description="why: the nurse's words")
 
 
 @router.get("")
@@ -282,8 +290,6 @@ def snooze(alert_id: AlertId, body: Snooze, conn: Conn, user: Clinician) -> Aler
 @router.post("/{alert_id}/note")
 def note(alert_id: AlertId, body: Note, conn: Conn, user: Clinician) -> AlertDetail:
     """A note to an active alert, its state unchanged (after a one-tap acknowledgement)."""
-    if not body.note.strip():
-        raise Unprocessable("body.note: is empty")
     return _change(
         conn,
         user,
@@ -297,8 +303,6 @@ def note(alert_id: AlertId, body: Note, conn: Conn, user: Clinician) -> AlertDet
 @router.post("/{alert_id}/resolve")
 def resolve(alert_id: AlertId, body: Resolve, conn: Conn, user: Clinician) -> AlertDetail:
     """Resolved by a person, with the reason."""
-    if not body.reason.strip():
-        raise Unprocessable("body.reason: must say why")
     return _change(
         conn,
         user,

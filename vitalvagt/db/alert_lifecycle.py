@@ -70,7 +70,7 @@ def _change(
     alert_id: int,
     *,
     allowed: Sequence[AlertState],
-    to: AlertState,
+    to: AlertState | None,  # None: the state stays as it is
     sets: str,
     params: tuple[Any, ...],
     by: str,
@@ -83,11 +83,12 @@ def _change(
         ).fetchone()
         if row is None or row[0] not in allowed:
             return False
+        state = row[0] if to is None else to.value
         conn.execute(
             f"UPDATE alerts SET state = %s, {sets} WHERE id = %s",
-            (to.value, *params, alert_id),
+            (state, *params, alert_id),
         )
-        record(conn, alert_id, row[0], to.value, by=by, reason=reason, note=note)
+        record(conn, alert_id, row[0], state, by=by, reason=reason, note=note)
     return True
 
 
@@ -127,15 +128,10 @@ def add_note(conn: psycopg.Connection, alert_id: int, *, by: str, note: str) -> 
     """A note to an active alert without a change of state ("called her: measuring again"):
     the alert's note, and a transition of its own (reason ``noted``) that the history, the
     stream and the webhooks carry like any other."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT state::text FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
-        ).fetchone()
-        if row is None or row[0] not in ACTIVE:
-            return False
-        conn.execute("UPDATE alerts SET note = %s WHERE id = %s", (note, alert_id))
-        record(conn, alert_id, row[0], row[0], by=by, reason="noted", note=note)
-    return True
+    return _change(
+        conn, alert_id, allowed=ACTIVE, to=None, sets="note = %s", params=(note,), by=by,
+        reason="noted", note=note,
+    )  # fmt: skip
 
 
 def end_snoozes(conn: psycopg.Connection, *, now: datetime) -> int:
