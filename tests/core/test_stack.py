@@ -228,7 +228,8 @@ def test_up_right_after_the_broker_was_killed_works_every_time(own_stack: Stack)
 
 def test_a_fresh_broker_gets_no_sighup_and_a_running_one_reloads(own_stack: Stack) -> None:
     """Issue 9 (15): a SIGHUP before mosquitto installed its handlers kills it. A broker the
-    stack just started has loaded its files, so it is not signalled at all."""
+    stack just started has loaded its files, so it is not reloaded at all (a reload is now a
+    clean restart, and only when a gateway changed)."""
     reloads: list[int | None] = []
     real_reload = own_stack.reload_broker
 
@@ -243,8 +244,11 @@ def test_a_fresh_broker_gets_no_sighup_and_a_running_one_reloads(own_stack: Stac
         assert reloads == [], "a freshly started broker was sent SIGHUP"
         with psycopg.connect(own_stack.database_url(), autocommit=True) as conn:
             password = provision_gateway(conn, "gw-own-reload")
+        before = own_stack.mq_pid()
         own_stack.sync_broker_users()  # running: reloaded, and the new gateway is let in
-        assert reloads == [own_stack.mq_pid()]
+        assert reloads == [before] and own_stack.mq_pid() is not None
+        own_stack.sync_broker_users()  # no gateway changed: nothing to reload
+        assert reloads == [before]
     finally:
         del own_stack.reload_broker
     gw = connect_gateway(own_stack, "gw-own-reload", password)
@@ -294,6 +298,43 @@ def test_queued_messages_saved_by_autosave_survive_a_broker_kill(own_stack: Stac
         assert got == [f"queued-{i}".encode() for i in range(20)]
     finally:
         back.close()
+
+
+def test_reloads_after_a_restart_do_not_crash_the_broker(own_stack: Stack) -> None:
+    """mosquitto segfaulted (the flake of the full suite): after a restart, a SIGHUP filed
+    every offline session restored from persistence for expiry a second time, and once such
+    a client came back and its session ended, the expiry sweep touched freed memory. The
+    stack's reload is a clean restart now; this is the crash's recipe."""
+    port, password = own_stack.settings.mqtt_port, own_stack.secrets()["vv-ingest"]
+    ids = [f"vv-ingest-expiry-{i}" for i in range(20)]
+    parked = time.monotonic()
+    for cid in ids:  # offline sessions that outlive the restart below, then expire
+        connect(port, "vv-ingest", password, client_id=cid, clean_start=False,
+                session_expiry_s=EXPIRY_S).close()  # fmt: skip
+    own_stack.down()
+    own_stack.up()  # the sessions come back from the persistence file
+    for i in range(3):  # a tablet provisioned each time, as in the fleet test
+        with psycopg.connect(own_stack.database_url(), autocommit=True) as conn:
+            provision_gateway(conn, f"gw-own-expiry-{i}")
+        own_stack.sync_broker_users()
+    reloaded = time.monotonic()
+    assert reloaded - parked < EXPIRY_S - 2, "too slow to test the expiry"
+    pid = own_stack.mq_pid()
+    for cid in ids:  # the clients come back with a clean start, and leave
+        connect(port, "vv-ingest", password, client_id=cid, clean_start=True).close()
+    # past the expiry the last reload would have filed them for: the sweep walks the list
+    time.sleep(max(0.0, EXPIRY_S + 3 - (time.monotonic() - reloaded)))
+    assert own_stack.mq_pid() == pid, "mosquitto died"
+    probe = connect(port, "vv-ingest", password)
+    assert not probe.reason.is_failure
+    probe.close()
+    # On its way out it frees every session filed for expiry: where that crashed, the pid
+    # file it removes last stays behind.
+    own_stack.down()
+    assert not own_stack.paths.mq_pid.exists(), "mosquitto crashed while stopping"
+
+
+EXPIRY_S = 10
 
 
 def test_offline_sessions_survive_a_reload_and_a_clean_restart(own_stack: Stack) -> None:
