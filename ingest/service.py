@@ -109,6 +109,7 @@ class IngestService:
         self._decoded: queue.Queue[list[Decoded | Rejected]] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self.connects = 0  # connections made (and subscribed) so far: a reconnect counts
         self._client: mqtt.Client | None = None
         self._directory = GatewayDirectory()
         self._budget = DeadLetterBudget(config.dead_letter_limits)
@@ -136,6 +137,7 @@ class IngestService:
         # next subscribe.
         client.subscribe(STATUS_TOPIC, qos=0)
         self._mqtt_down_since = None
+        self.connects += 1
         self._connected.set()
         log.info("ingest %s: connected, subscribed to %s", self.config.client_id, SHARED_TOPIC)
 
@@ -470,6 +472,7 @@ class IngestService:
             "healthy": not problems,
             "problems": problems,
             "mqtt_connected": self._connected.is_set(),
+            "mqtt_connects": self.connects,
             "database_reachable": not self._db_outage.down,
             "oldest_unacked_s": round(oldest, 3),
             "batches_stored": self.stored_batches,

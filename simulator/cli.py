@@ -196,8 +196,9 @@ def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "home's readings over MQTT with its own credentials, accelerated by --speed and never "
         "ahead of the real clock. Needs the database and broker (the embedded stack, or "
         "VV_DATABASE_URL and VV_MQTT_HOST/PORT); after provisioning, the embedded broker is "
-        "reloaded; for a container broker, --broker-config-dir rewrites its gateway password "
-        "file (docker-compose.yml's broker reloads it), else run `broker config` and SIGHUP it.",
+        "restarted to load them; for a container broker, --broker-config-dir rewrites its "
+        "gateway password file (docker-compose.yml's broker restarts on it), else run "
+        "`broker config` and restart the broker.",
     )
     p.add_argument("--homes", type=_positive, default=20, metavar="N", help="number of homes")
     p.add_argument("--days", type=_positive, default=14, metavar="D", help="days of readings")

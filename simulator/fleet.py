@@ -96,8 +96,9 @@ def write_gateway_passwords(database_url: str, config_dir: Path | str) -> int:
     returns how many it holds. Atomic (mosquitto never reads half a file) and, when run as
     root, owned as the file it replaces, so that the broker can still read it.
 
-    A broker loads the file on SIGHUP only: docker-compose.yml's mosquitto sends itself one
-    when the file changes. The embedded stack has its own (``Stack.sync_broker_users``)."""
+    A broker loads the file when it starts: docker-compose.yml's mosquitto service restarts
+    it when the file changes (not SIGHUP: docs/operations.md, "Broker reloads"). The embedded
+    stack has its own (``Stack.sync_broker_users``)."""
     from vitalvagt.broker import BrokerFiles, gateway_password_lines
     from vitalvagt.db.gateways import gateway_credential_hashes
 

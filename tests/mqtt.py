@@ -8,11 +8,12 @@ from __future__ import annotations
 import queue
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -36,6 +37,19 @@ class Connected:
     acked: threading.Condition = field(default_factory=threading.Condition)
     disconnects: queue.Queue = field(default_factory=queue.Queue)  # reason of each disconnect
     session_present: bool = False  # the broker resumed a stored session (CONNACK)
+    subscribes: int = 0  # SUBACKs so far: paho connects again after a broker restart
+
+    def sync_broker_users(self, stack: Any) -> bool:
+        """``stack.sync_broker_users`` for a test whose subscriber is connected: a restarted
+        broker (Stack.reload_broker) drops it, and what is published before it has
+        subscribed again would pass it by."""
+        n = self.subscribes
+        restarted = bool(stack.sync_broker_users())
+        deadline = time.monotonic() + 20
+        while restarted and self.subscribes <= n:
+            assert time.monotonic() < deadline, "the subscriber did not come back"
+            time.sleep(0.05)
+        return restarted
 
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 5
@@ -94,6 +108,7 @@ def connect(
             result.put(reason)
 
     def on_subscribe(c, userdata, mid, reasons, props):
+        conn.subscribes += 1
         result.put(ReasonCode(mqtt.PacketTypes.CONNACK, "Success"))
 
     def on_message(c, userdata, msg):

@@ -37,6 +37,9 @@ SALT_BYTES = 12
 SERVICE_PREFIX = "vv-"  # the service users' name space; no gateway id starts with it
 SERVICE_USERS = ("vv-ingest", "vv-alerts", "vv-api", "vv-sim")
 PROBE_USER = "vv-probe"  # no ACL rights; proves that the broker (re)loaded its password files
+# Read by the stack as vv-sim (whose password, unlike the probe's, outlives a sync): a
+# restart of the broker waits for the clients connected before it to come back.
+CLIENTS_CONNECTED_TOPIC = "$SYS/broker/clients/connected"
 GATEWAY_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")  # as the gateways table's CHECK
 # Seconds between saves of the broker's in-memory store (queued messages, sessions). Only a
 # clean stop saves everything; a crash loses what arrived since the last save. End-to-end
@@ -137,6 +140,8 @@ max_inflight_messages 1000
 # message with its reason; beyond 1 MiB the broker drops the connection.
 max_packet_size 1048576
 log_dest file {log_file}
+# $SYS each second: the stack's restart waits for the connected clients to return.
+sys_interval 1
 log_type error
 log_type warning
 log_type notice
@@ -197,6 +202,7 @@ topic write vv/v1/gw/+/cmd
 user vv-sim
 topic read vv/v1/gw/+/obs
 topic read vv/v1/gw/+/status
+topic read $SYS/broker/clients/connected
 """
 
 
@@ -248,4 +254,4 @@ def write_broker_files(
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)  # mosquitto never reads a half-written file on SIGHUP
+        os.replace(tmp, path)  # mosquitto never reads a half-written file when it starts

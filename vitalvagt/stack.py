@@ -12,6 +12,7 @@ certificate is signed by a private CA made once in ``tls/``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,12 +26,14 @@ import time
 from pathlib import Path
 
 from vitalvagt.broker import (
+    CLIENTS_CONNECTED_TOPIC,
     PROBE_USER,
     SERVICE_USERS,
     mosquitto_conf,
     write_broker_files,
 )
 from vitalvagt.errors import VitalvagtError
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.settings import Settings
 from vitalvagt.stack_state import (
     DB_NAME,
@@ -87,6 +90,8 @@ def _port_open(host: str, port: int) -> bool:
 # below 4,096 `stack up` warns.
 BROKER_OPEN_FILES = 65536
 BROKER_OPEN_FILES_LOW = 4096
+# How long a restart of the broker waits for the clients connected before it to return.
+RECONNECT_WAIT_S = 15.0
 
 
 # Run by sh as the broker's user, after runuser's PAM session has set its limits: raises the
@@ -376,9 +381,53 @@ class Stack:
         back with their sessions; a gateway keeps every reading until ingest's receipt."""
         if self.mq_pid() is None:
             return False
+        before = self._connected_clients()
         self._mq_stop()
         self._mq_start()  # waits until it answers with the files just written
+        if before:
+            # The services (ingest's shared subscription above all) and the tablets come back
+            # within seconds; what is published before ingest has subscribed again finds no
+            # subscriber (mosquitto 2.0.11 does not restore a $share subscription).
+            self._connected_clients(at_least=before, timeout_s=RECONNECT_WAIT_S)
+            time.sleep(0.5)  # counted once connected; their SUBSCRIBE follows the CONNACK
         return True
+
+    def _connected_clients(self, *, at_least: int = 0, timeout_s: float = 3.0) -> int | None:
+        """How many other clients the broker has connected, from its $SYS count (published
+        each second when it changes, so this client's own connection brings a fresh one; a
+        retained one may be stale, or from before a restart). Waits up to ``timeout_s`` for
+        a count of ``at_least``. None if the broker said nothing."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        counts: list[int] = []
+
+        def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+            if not msg.retain:
+                with contextlib.suppress(ValueError):
+                    counts.append(int(msg.payload) - 1)  # not this client
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vv-sim-stack-count")
+        client.username_pw_set("vv-sim", self.secrets()["vv-sim"])
+        client.on_message = on_message
+        deadline = time.monotonic() + timeout_s
+        try:
+            client.connect(SERVICES_HOST, self.settings.mqtt_port, keepalive=5)
+            client.subscribe(CLIENTS_CONNECTED_TOPIC, qos=0)
+            while time.monotonic() < deadline:
+                client.loop(timeout=0.1)
+                if counts and counts[-1] >= at_least:
+                    break
+        except OSError:
+            pass
+        finally:
+            client.disconnect()
+            client.loop(timeout=0)
+            close_leftover_socket(client)
+        if at_least and (not counts or counts[-1] < at_least):
+            log.warning("stack: %s of %d clients back %.0f s after the broker's restart",
+                        counts[-1] if counts else "none", at_least, timeout_s)  # fmt: skip
+        return counts[-1] if counts else None
 
     def _mq_check_ports(self) -> None:
         s = self.settings
@@ -444,10 +493,10 @@ class Stack:
         migrate(self.database_url())
         self.sync_broker_users(start=True)
 
-    def sync_broker_users(self, *, start: bool = False) -> None:
+    def sync_broker_users(self, *, start: bool = False) -> bool:
         """Rewrite the broker's files from the database's gateways and make the broker use
         them: restart a running broker (``reload_broker``: no SIGHUP), or start it if
-        ``start``."""
+        ``start``. True if the broker was (re)started: its clients were disconnected."""
         from vitalvagt.db.gateways import gateway_credential_hashes
 
         self._probe_password = secrets.token_urlsafe(12)
@@ -469,12 +518,12 @@ class Stack:
             if not start:
                 raise StackError("mosquitto is not running; run `vitalvagt stack up`")
             self._mq_start()  # loads the files just written
-            return
+            return True
         if changed:
             log.info("stack: mosquitto's configuration changed; the restart loads it")
         elif not gateways_changed:
-            return  # nothing the running broker must load
-        self.reload_broker()
+            return False  # nothing the running broker must load
+        return self.reload_broker()
 
     def _wait_probe(self, *, timeout_s: float, what: str) -> None:
         """Wait until the services listener accepts this sync's probe password: the broker

@@ -332,6 +332,7 @@ def test_reloads_after_a_restart_do_not_crash_the_broker(own_stack: Stack) -> No
     # file it removes last stays behind.
     own_stack.down()
     assert not own_stack.paths.mq_pid.exists(), "mosquitto crashed while stopping"
+    own_stack.up()  # for the module's next test
 
 
 EXPIRY_S = 10

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 
 # The real ingest, for tests whose gateways delete readings only on the hub's receipt.
-from tests.ingest.conftest import ingest  # noqa: F401
+from tests.ingest.conftest import ingest, sync_broker_users  # noqa: F401
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.stack import Stack
 
@@ -16,5 +16,5 @@ def gateway_creds(stack: Stack, request: pytest.FixtureRequest) -> tuple[str, st
     gw = "gw-" + name[-40:].strip("-")
     with psycopg.connect(stack.database_url(), autocommit=True) as conn:
         password = provision_gateway(conn, gw)
-    stack.sync_broker_users()
+    sync_broker_users(stack)  # and ingest, if running, back on the restarted broker
     return gw, password

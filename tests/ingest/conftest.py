@@ -45,8 +45,22 @@ def add_home(conn: psycopg.Connection, stack: Stack, name: str) -> tuple[str, st
         (patient,),
     )
     password = provision_gateway(conn, gw, patient_id=patient)
-    stack.sync_broker_users()
+    sync_broker_users(stack)
     return gw, password, patient
+
+
+RUNNING: list[IngestService] = []  # the ingest services running_ingest runs now
+
+
+def sync_broker_users(stack: Stack) -> None:
+    """``stack.sync_broker_users`` for a test whose ingest is running: a new gateway restarts
+    the broker (Stack.reload_broker), and a one-shot publish before ingest has its shared
+    subscription back would be lost (a real gateway sends again until its receipt)."""
+    before = [(s, s.connects) for s in RUNNING]
+    if stack.sync_broker_users():
+        wait_for(lambda: all(s.connects > n for s, n in before), 20, "ingest back after the"
+                 " broker's restart")  # fmt: skip
+        time.sleep(0.3)  # the SUBACK
 
 
 def readings(
@@ -117,11 +131,13 @@ def running_ingest(
     client_id = service.config.client_id
     thread = threading.Thread(target=run or service.run, name=f"{client_id}-under-test")
     thread.start()
+    RUNNING.append(service)
     try:
         assert service.wait_connected(10), "ingest did not connect"
         time.sleep(0.2)  # subscription in place
         yield thread
     finally:
+        RUNNING.remove(service)
         service.stop()
         thread.join(15)
         end_session(stack, "vv-ingest", client_id)

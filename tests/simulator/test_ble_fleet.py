@@ -82,7 +82,8 @@ def test_ble_homes_publish_exactly_the_cohort_through_the_gateway(
         stats = run_fleet(
             database_url=stack.database_url(), host="127.0.0.1",
             port=stack.settings.mqtt_tls_port, tls_ca=stack.paths.ca_cert,
-            cohort_dir=str(cohort), speed=SPEED, on_provisioned=stack.sync_broker_users,
+            cohort_dir=str(cohort), speed=SPEED,
+            on_provisioned=lambda: watcher.sync_broker_users(stack),
             ble_homes=BLE_HOMES, settings=stack.settings, ble_dir=tmp_path / "gateways",
         )  # fmt: skip
 

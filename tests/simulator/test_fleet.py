@@ -31,7 +31,8 @@ def test_thousand_homes_publish_exactly_the_cohort(stack: Stack, tmp_path: Path)
         stats = run_fleet(
             database_url=stack.database_url(), host="127.0.0.1",
             port=stack.settings.mqtt_tls_port, tls_ca=stack.paths.ca_cert,
-            cohort_dir=str(cohort), speed=1e9, on_provisioned=stack.sync_broker_users,
+            cohort_dir=str(cohort), speed=1e9,
+            on_provisioned=lambda: watcher.sync_broker_users(stack),
         )  # fmt: skip
         assert stats.homes == 1000
         assert stats.readings_acked == len(expected)

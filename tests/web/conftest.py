@@ -35,7 +35,7 @@ from simulator.cohort_format import DeviceRecord, Home, ObservationRow, PatientR
 from simulator.fleet import Fleet, FleetClock, provision_fleet
 from simulator.parameters import Group
 from tests.conftest import free_port
-from tests.ingest.conftest import ingest_config, running_ingest, wait_for
+from tests.ingest.conftest import ingest_config, running_ingest, sync_broker_users, wait_for
 from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import TimeSource, stable_id
@@ -128,7 +128,7 @@ class WebWorld:
 
 def publish_home(stack: Stack, home: Home) -> None:
     passwords = provision_fleet(stack.database_url(), [home.patient])
-    stack.sync_broker_users()
+    sync_broker_users(stack)  # the hub's ingest back on the restarted broker first
     first = min((r.sent_at for r in home.rows), default=datetime.now(UTC))
     fleet = Fleet([home], passwords, host="127.0.0.1", port=stack.settings.mqtt_tls_port,
                   clock=FleetClock(first, 1e9), tls_ca=stack.paths.ca_cert)  # fmt: skip
