@@ -102,7 +102,7 @@ def _add_cohort(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=_cohort)
 
 
-def broker_sync(settings: Settings, broker_config_dir: Path | None) -> Callable[[], None] | None:
+def broker_sync(settings: Settings, broker_config_dir: Path | None) -> Callable[[], object] | None:
     """What the fleet calls once its gateways are provisioned, so that the broker lets them
     in: the embedded stack rewrites its password files and reloads its broker; with
     VV_DATABASE_URL set (a container deployment), the gateway password file in

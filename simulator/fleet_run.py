@@ -8,6 +8,7 @@ one's clock and sessions, and nothing builds on this module.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +24,14 @@ from simulator.fleet import (
 from simulator.fleet_stats import FleetStats
 from vitalvagt.settings import Settings
 
+# After a broker restart, the hub's services reconnect within 1-2 s (BROKER_RECONNECT).
+AFTER_BROKER_RESTART_S = 3.0
+
 
 def run_fleet(
     *, database_url: str, host: str, port: int, cohort_dir: str, speed: float,
     progress: Callable[[FleetStats], None] | None = None,
-    on_provisioned: Callable[[], None] | None = None, max_connections: int = 200,
+    on_provisioned: Callable[[], object] | None = None, max_connections: int = 200,
     ble_homes: int = 0, settings: Settings | None = None, ble_dir: Path | None = None,
     tls_ca: str | Path | None = None, continuous: int = 0,
 ) -> FleetStats:  # fmt: skip
@@ -53,8 +57,11 @@ def run_fleet(
         )
     patients = read_patients(cohort_dir)
     passwords = provision_fleet(database_url, patients)
-    if on_provisioned:
-        on_provisioned()  # e.g. reload the embedded broker's password file
+    if on_provisioned and on_provisioned():  # e.g. the embedded broker restarted to load them
+        # Like a gateway, a direct home keeps nothing once the broker has its PUBACK, and a
+        # reading published before ingest has its shared subscription back finds nobody
+        # (docs/operations.md, "Broker reloads"): the hub's services come back first.
+        time.sleep(AFTER_BROKER_RESTART_S)
     homes = list(iter_homes(cohort_dir))
     start = datetime(info.start.year, info.start.month, info.start.day, tzinfo=UTC)
     clock = FleetClock(start, speed)

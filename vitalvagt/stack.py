@@ -12,7 +12,6 @@ certificate is signed by a private CA made once in ``tls/``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -26,14 +25,20 @@ import time
 from pathlib import Path
 
 from vitalvagt.broker import (
-    CLIENTS_CONNECTED_TOPIC,
     PROBE_USER,
     SERVICE_USERS,
     mosquitto_conf,
     write_broker_files,
 )
+from vitalvagt.broker_process import (
+    BROKER_OPEN_FILES,
+    BROKER_OPEN_FILES_LOW,
+    RECONNECT_WAIT_S,
+    WITH_OPEN_FILES,
+    connected_clients,
+    open_files_limit,
+)
 from vitalvagt.errors import VitalvagtError
-from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.settings import Settings
 from vitalvagt.stack_state import (
     DB_NAME,
@@ -79,40 +84,6 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
         return s.connect_ex((host, port)) == 0
-
-
-# Every connected gateway holds one of the broker's file descriptors. ``runuser`` (PAM's
-# pam_limits) starts mosquitto with a soft limit of 1,024 open files, and at that limit the
-# broker cannot accept a connection at all: Debian's build then logs "denied access by tcpd"
-# (libwrap cannot open /etc/hosts.allow) and every new client, services included, waits for a
-# CONNACK that never comes. A thousand homes plus the hub's services reach it. The broker gets
-# up to 65,536 (a municipality's gateways many times over), at most the user's hard limit;
-# below 4,096 `stack up` warns.
-BROKER_OPEN_FILES = 65536
-BROKER_OPEN_FILES_LOW = 4096
-# How long a restart of the broker waits for the clients connected before it to return.
-RECONNECT_WAIT_S = 15.0
-
-
-# Run by sh as the broker's user, after runuser's PAM session has set its limits: raises the
-# soft limit up to the hard one (which that user may do; raising the hard limit needs
-# CAP_SYS_RESOURCE, which root in a container often lacks), then becomes mosquitto.
-_WITH_OPEN_FILES = (
-    'h=$(ulimit -Hn); if [ "$h" = unlimited ] || [ "$h" -gt {n} ]; then h={n}; fi;'
-    ' ulimit -n "$h"; exec "$0" "$@"'
-)
-
-
-def open_files_limit(pid: int) -> int | None:
-    """A running process's soft limit of open files, from /proc (None where unreadable)."""
-    try:
-        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-            if line.startswith("Max open files"):
-                soft = line.split()[3]
-                return -1 if soft == "unlimited" else int(soft)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 class Stack:
@@ -381,53 +352,25 @@ class Stack:
         back with their sessions; a gateway keeps every reading until ingest's receipt."""
         if self.mq_pid() is None:
             return False
-        before = self._connected_clients()
+        login = self._count_login()
+        # The retained count, at once: mosquitto renews it every 2 s, so it may miss a client
+        # that came in the last moments (ingest connects long before a provisioning), or
+        # count one gone since (the wait below then ends at its bound).
+        before = connected_clients(login, live=False)
         self._mq_stop()
         self._mq_start()  # waits until it answers with the files just written
         if before:
             # The services (ingest's shared subscription above all) and the tablets come back
             # within seconds; what is published before ingest has subscribed again finds no
             # subscriber (mosquitto 2.0.11 does not restore a $share subscription).
-            self._connected_clients(at_least=before, timeout_s=RECONNECT_WAIT_S)
+            connected_clients(login, live=True, at_least=before, timeout_s=RECONNECT_WAIT_S)
             time.sleep(0.5)  # counted once connected; their SUBSCRIBE follows the CONNACK
         return True
 
-    def _connected_clients(self, *, at_least: int = 0, timeout_s: float = 3.0) -> int | None:
-        """How many other clients the broker has connected, from its $SYS count (published
-        each second when it changes, so this client's own connection brings a fresh one; a
-        retained one may be stale, or from before a restart). Waits up to ``timeout_s`` for
-        a count of ``at_least``. None if the broker said nothing."""
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        counts: list[int] = []
-
-        def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-            if not msg.retain:
-                with contextlib.suppress(ValueError):
-                    counts.append(int(msg.payload) - 1)  # not this client
-
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="vv-sim-stack-count")
-        client.username_pw_set("vv-sim", self.secrets()["vv-sim"])
-        client.on_message = on_message
-        deadline = time.monotonic() + timeout_s
-        try:
-            client.connect(SERVICES_HOST, self.settings.mqtt_port, keepalive=5)
-            client.subscribe(CLIENTS_CONNECTED_TOPIC, qos=0)
-            while time.monotonic() < deadline:
-                client.loop(timeout=0.1)
-                if counts and counts[-1] >= at_least:
-                    break
-        except OSError:
-            pass
-        finally:
-            client.disconnect()
-            client.loop(timeout=0)
-            close_leftover_socket(client)
-        if at_least and (not counts or counts[-1] < at_least):
-            log.warning("stack: %s of %d clients back %.0f s after the broker's restart",
-                        counts[-1] if counts else "none", at_least, timeout_s)  # fmt: skip
-        return counts[-1] if counts else None
+    def _count_login(self) -> tuple[str, int, str, str]:
+        """Where and as whom the broker's client count is read (vv-sim, whose password
+        outlives a sync, unlike the probe's)."""
+        return SERVICES_HOST, self.settings.mqtt_port, "vv-sim", self.secrets()["vv-sim"]
 
     def _mq_check_ports(self) -> None:
         s = self.settings
@@ -449,7 +392,7 @@ class Stack:
         if not Path(exe).exists():
             raise StackError("mosquitto is not installed; run `make setup`")
         self.paths.mq_pid.unlink(missing_ok=True)
-        wrapper = ["sh", "-c", _WITH_OPEN_FILES.format(n=BROKER_OPEN_FILES), exe]
+        wrapper = ["sh", "-c", WITH_OPEN_FILES.format(n=BROKER_OPEN_FILES), exe]
         _run(
             [*wrapper, "-c", str(self.paths.mq_conf), "-d"],
             user="mosquitto",

@@ -204,6 +204,8 @@ def _gateway_login(port: int, ca: Path, gateway: str, password: str) -> str:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from vitalvagt.mqtt_cleanup import close_leftover_socket
+
     done, result = threading.Event(), {"reason": "no CONNACK"}
 
     def on_connect(_c: object, _u: object, _f: object, reason: object, _p: object) -> None:
@@ -223,6 +225,7 @@ def _gateway_login(port: int, ca: Path, gateway: str, password: str) -> str:
     finally:
         client.disconnect()
         client.loop_stop()
+        close_leftover_socket(client)  # a login the restarting broker cut short
     return result["reason"]
 
 

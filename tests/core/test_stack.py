@@ -17,9 +17,10 @@ import pytest
 from tests.conftest import kill_broker, temporary_stack
 from tests.mqtt import connect, connect_gateway
 from vitalvagt.broker import AUTOSAVE_INTERVAL_S
+from vitalvagt.broker_process import BROKER_OPEN_FILES_LOW
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.db.migrate import available, migrate
-from vitalvagt.stack import BROKER_OPEN_FILES_LOW, Stack
+from vitalvagt.stack import Stack
 
 pytestmark = pytest.mark.stack
 
