@@ -26,7 +26,7 @@ BROKER_OPEN_FILES = 65536
 BROKER_OPEN_FILES_LOW = 4096
 # How long a restart of the broker waits for the clients connected before it to return: the
 # services come back within 1-2 s (vitalvagt.retry.BROKER_RECONNECT starts at 1 s).
-RECONNECT_WAIT_S = 5.0
+RECONNECT_WAIT_S = 3.0
 
 
 # Run by sh as the broker's user, after runuser's PAM session has set its limits: raises the
