@@ -39,6 +39,7 @@ from vitalvagt.broker_process import (
     open_files_limit,
 )
 from vitalvagt.errors import VitalvagtError
+from vitalvagt.mqtt_cleanup import close_leftover_socket
 from vitalvagt.settings import Settings
 from vitalvagt.stack_state import (
     DB_NAME,
@@ -471,9 +472,8 @@ class Stack:
     def _wait_probe(self, *, timeout_s: float, what: str) -> None:
         """Wait until the services listener accepts this sync's probe password: the broker
         is up (its signal handlers installed) and has loaded the password files just written.
-        mosquitto reloads every listener's files in one pass, so the gateways' file is loaded
-        too. SIGHUP is handled asynchronously, so a gateway provisioned just now would
-        otherwise be refused."""
+        mosquitto loads every listener's files in one pass, so the gateways' file is loaded
+        too: a gateway provisioned just now is let in once this returns."""
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -492,7 +492,7 @@ class Stack:
             finally:
                 client.disconnect()
                 client.loop(timeout=0)
-                client.socket() and client.socket().close()  # type: ignore[union-attr]
+                close_leftover_socket(client)
             time.sleep(0.05)
         tail = (
             self.paths.mq_log.read_text(errors="replace")[-2000:]
