@@ -16,7 +16,6 @@ message id and removed in ``finally`` (design rule 4).
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.errors import AlertsError
 from vitalvagt.endpoints import MqttEndpoint
-from vitalvagt.mqtt_cleanup import close_leftover_socket
+from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT
 from vitalvagt.wire import Command, cmd_topic, encode
 
@@ -101,7 +100,7 @@ class CommandPublisher:
                              protocol=mqtt.MQTTv5)  # fmt: skip
         client.username_pw_set(ep.username, ep.password)
         if ep.tls_ca:
-            client.tls_set(ca_certs=ep.tls_ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set_context(client_tls_context(ep.tls_ca))
         client.reconnect_delay_set(min_delay=int(BROKER_RECONNECT.initial_s),
                                    max_delay=int(BROKER_RECONNECT.max_s))  # fmt: skip
         client.on_connect = self._on_connect

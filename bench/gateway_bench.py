@@ -35,7 +35,6 @@ import platform
 import random
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from gateway.publisher import BrokerConfig, Publisher, batch_payload
 from simulator.emulated_home import measure_round, pair_emulated
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.kinds import Kind
+from vitalvagt.mqtt_cleanup import client_tls_context
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.settings import Settings
 from vitalvagt.stack import Stack
@@ -193,7 +193,7 @@ def replay_bare(cfg: BrokerConfig, payloads: list[bytes], *, receipts: bool = Fa
     )
     client.username_pw_set(cfg.gateway_id, cfg.password)
     if cfg.tls_ca:
-        client.tls_set(ca_certs=str(cfg.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set_context(client_tls_context(cfg.tls_ca))
     client.max_inflight_messages_set(cfg.max_inflight)
     client.on_connect = on_connect
     client.on_publish = on_publish

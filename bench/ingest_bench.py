@@ -24,7 +24,6 @@ import select
 import shutil
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from vitalvagt.db.gateways import provision_gateway  # noqa: E402
 from vitalvagt.kinds import Kind  # noqa: E402
+from vitalvagt.mqtt_cleanup import client_tls_context  # noqa: E402
 from vitalvagt.observation import DeviceRef, Observation  # noqa: E402
 from vitalvagt.settings import Settings  # noqa: E402
 from vitalvagt.stack import Stack  # noqa: E402
@@ -82,7 +82,7 @@ def client(stack: Stack, user: str, password: str, cid: str) -> mqtt.Client:
     """A gateway publisher on the stack's TLS gateway listener (as tablets connect)."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
     c.username_pw_set(user, password)
-    c.tls_set(ca_certs=str(stack.paths.ca_cert), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.tls_set_context(client_tls_context(stack.paths.ca_cert))
     c.max_inflight_messages_set(WINDOW)
     c.connect("127.0.0.1", stack.settings.mqtt_tls_port)
     c.loop_start()

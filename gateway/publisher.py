@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ from pydantic import ValidationError
 
 from gateway.errors import GatewayError
 from gateway.outbox import Outbox, Run
-from vitalvagt.mqtt_cleanup import close_leftover_socket
+from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT, BROKER_REFUSAL
 from vitalvagt.wire import (
     MAX_PAYLOAD_BYTES,
@@ -194,7 +193,7 @@ class Publisher:
         )
         client.username_pw_set(cfg.username or cfg.gateway_id, cfg.password)
         if cfg.tls_ca:
-            client.tls_set(ca_certs=str(cfg.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set_context(client_tls_context(cfg.tls_ca))
         client.will_set(status_topic(cfg.gateway_id), self._status(GatewayState.OFFLINE), 1, True)
         client.max_inflight_messages_set(cfg.max_inflight)
         # The outbox is the queue: only `max_inflight` messages are ever handed to paho.

@@ -53,7 +53,7 @@ from ingest.status import STATUS_TOPIC, StatusWriter
 from ingest.store import Store, WriteResult
 from vitalvagt.db.connect import Outage
 from vitalvagt.logs import Throttle
-from vitalvagt.mqtt_cleanup import close_leftover_socket
+from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.retry import BROKER_RECONNECT
 from vitalvagt.wire import (
     MAX_RECEIPT_BATCHES,
@@ -182,7 +182,7 @@ class IngestService:
         )  # fmt: skip
         client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
         if cfg.tls_ca:
-            client.tls_set(ca_certs=cfg.tls_ca)
+            client.tls_set_context(client_tls_context(cfg.tls_ca))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import ssl
 import threading
 import time
 import uuid
@@ -45,7 +44,7 @@ from simulator.physiology import ContinuousOximetry, Event
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.devices import DeviceType
 from vitalvagt.kinds import KIND_SPECS, Kind
-from vitalvagt.mqtt_cleanup import close_leftover_socket
+from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.observation import DeviceRef, Observation, TimeSource
 from vitalvagt.quality import Flag
 from vitalvagt.wire import (
@@ -318,7 +317,7 @@ class Fleet:
         )
         client.username_pw_set(home.gateway_id, home.password)
         if self.tls_ca:
-            client.tls_set(ca_certs=str(self.tls_ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set_context(client_tls_context(self.tls_ca))
         client.will_set(
             status_topic(home.gateway_id),
             self._status(home.gateway_id, GatewayState.OFFLINE),

@@ -6,7 +6,6 @@ ca=...)``), services to its plaintext services listener (``connect(port, ...)``)
 from __future__ import annotations
 
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from vitalvagt.mqtt_cleanup import close_leftover_socket
+from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.observation import Observation
 from vitalvagt.wire import decode_batch, parse_topic
 
@@ -96,7 +95,7 @@ def connect(
     if username is not None:
         client.username_pw_set(username, password)
     if ca is not None:
-        client.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set_context(client_tls_context(ca))
     result: queue.Queue = queue.Queue()
     conn = Connected(client, ReasonCode(mqtt.PacketTypes.CONNACK, "Success"))
 

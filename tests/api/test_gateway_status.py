@@ -7,7 +7,6 @@ ingest goes on."""
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from api.users import add_user
 from ingest.service import IngestService
 from tests.api.conftest import PASSWORD, api_config, auth, own_address
 from tests.ingest.conftest import add_home, ingest, wait_for  # noqa: F401 - shared fixture
+from vitalvagt.mqtt_cleanup import client_tls_context
 from vitalvagt.roles import Role
 from vitalvagt.stack import Stack
 from vitalvagt.wire import GatewayState, GatewayStatus, StatusDevice, encode, status_topic
@@ -40,7 +40,7 @@ def tablet(stack: Stack, gw: str, password: str) -> mqtt.Client:
     at connect time), then "online" retained."""
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"vv-gw-{gw}", protocol=mqtt.MQTTv5)
     c.username_pw_set(gw, password)
-    c.tls_set(ca_certs=str(stack.paths.ca_cert), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.tls_set_context(client_tls_context(stack.paths.ca_cert))
     c.will_set(status_topic(gw), status(gw, GatewayState.OFFLINE), 1, True)
     c.connect("127.0.0.1", stack.settings.mqtt_tls_port, keepalive=30)
     c.loop_start()
@@ -66,7 +66,7 @@ def home(stack: Stack, registry: psycopg.Connection) -> Iterator[tuple[str, str,
     yield gw, password, nurse
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.username_pw_set(gw, password)
-    c.tls_set(ca_certs=str(stack.paths.ca_cert), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    c.tls_set_context(client_tls_context(stack.paths.ca_cert))
     c.connect("127.0.0.1", stack.settings.mqtt_tls_port)
     c.loop_start()
     c.publish(status_topic(gw), b"", 1, True).wait_for_publish(5)  # clear the retained one

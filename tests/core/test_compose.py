@@ -198,13 +198,12 @@ def _retire(database_url: str, gateways: list[str], patients: list[str]) -> None
 
 def _gateway_login(port: int, ca: Path, gateway: str, password: str) -> str:
     """'ok' or why the broker's TLS gateway listener refused ``gateway``."""
-    import ssl
     import threading
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from vitalvagt.mqtt_cleanup import close_leftover_socket
+    from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 
     done, result = threading.Event(), {"reason": "no CONNACK"}
 
@@ -214,7 +213,7 @@ def _gateway_login(port: int, ca: Path, gateway: str, password: str) -> str:
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gateway, protocol=mqtt.MQTTv5)
     client.username_pw_set(gateway, password)
-    client.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.tls_set_context(client_tls_context(ca))
     client.on_connect = on_connect
     try:
         client.connect("127.0.0.1", port, keepalive=10)
