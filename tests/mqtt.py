@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.waiting import wait_for
 from vitalvagt.mqtt_cleanup import client_tls_context, close_leftover_socket
 from vitalvagt.observation import Observation
 from vitalvagt.wire import decode_batch, parse_topic
@@ -44,10 +44,9 @@ class Connected:
         subscribed again would pass it by."""
         n = self.subscribes
         restarted = bool(stack.sync_broker_users())
-        deadline = time.monotonic() + 20
-        while restarted and self.subscribes <= n:
-            assert time.monotonic() < deadline, "the subscriber did not come back"
-            time.sleep(0.05)
+        if restarted:
+            wait_for(lambda: self.subscribes > n, 20, "the subscriber back after the broker's"
+                     " restart", every_s=0.05)  # fmt: skip
         return restarted
 
     def publish(

@@ -10,7 +10,7 @@ import pytest
 
 from alerts.engine import check_missed, drain
 from alerts.ruleset import GUIDELINE
-from tests.ingest.conftest import add_home, ingest, publish_as, wait_for  # noqa: F401 - fixture
+from tests.ingest.conftest import add_home, add_homes, ingest, publish_as, wait_for  # noqa: F401 - fixture
 from vitalvagt.kinds import Kind
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.stack import Stack
@@ -60,8 +60,8 @@ def test_check_missed_uses_last_measured_at(stack: Stack, registry: psycopg.Conn
     paused: nothing; a new reading resolves the blue alert (the engine, as before)."""
     drain(registry, ruleset=GUIDELINE)  # work left by earlier tests is not this test's
     now = datetime.now(UTC).replace(microsecond=0)
-    homes = {name: add_home(registry, stack, f"sweep-{name}") for name in
-             ("silent", "recent", "paused")}  # fmt: skip
+    names = ("silent", "recent", "paused")
+    homes = dict(zip(names, add_homes(registry, stack, [f"sweep-{n}" for n in names]), strict=True))
     for name, (gw, _, p) in homes.items():
         registry.execute("UPDATE gateways SET created_at = %s WHERE id = %s",
                          (now - timedelta(days=5), gw))  # fmt: skip

@@ -21,6 +21,7 @@ from alerts.ruleset import GUIDELINE
 from tests.conftest import stack_env
 from tests.ingest.conftest import (
     add_home,
+    add_homes,
     ingest,  # noqa: F401 - the fixture
     payloads,
     publish_as,
@@ -208,7 +209,7 @@ def test_engine_killed_mid_stream_misses_and_doubles_nothing(
     """20,000 red readings for 20 patients; the engine process is SIGKILLed while it works
     and started again. Each reading is evaluated exactly once: every patient ends with one
     alert whose trigger count is exactly their number of readings."""
-    homes = [add_home(registry, stack, f"wq-kill{i}") for i in range(20)]
+    homes = add_homes(registry, stack, [f"wq-kill{i}" for i in range(20)])
     drain(registry, ruleset=GUIDELINE)
     per_home = 1_000
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)

@@ -5,20 +5,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import psycopg
 import pytest
 
 from ingest.service import IngestConfig, IngestService
 from tests.mqtt import Connected, connect_gateway, end_session
+from tests.waiting import wait_for
 from vitalvagt.db.gateways import provision_gateway
 from vitalvagt.kinds import KIND_SPECS, Kind
 from vitalvagt.observation import DeviceRef, Observation
 from vitalvagt.stack import Stack
 from vitalvagt.wire import encode, make_batch
-
-T = TypeVar("T")
 
 # Recent enough for the hub (readings over MAX_AGE old are refused), the same all session.
 T0 = (datetime.now(UTC) - timedelta(days=90)).replace(hour=6, minute=0, second=0, microsecond=0)
@@ -37,16 +35,26 @@ def ensure_team(conn: psycopg.Connection) -> None:
 
 def add_home(conn: psycopg.Connection, stack: Stack, name: str) -> tuple[str, str, str]:
     """A patient and their gateway (known to the broker); returns (gateway, password, patient)."""
+    return add_homes(conn, stack, [name])[0]
+
+
+def add_homes(
+    conn: psycopg.Connection, stack: Stack, names: list[str]
+) -> list[tuple[str, str, str]]:
+    """``add_home`` for each name, with one broker sync for them all: a sync that lets a new
+    gateway in restarts the broker (Stack.reload_broker), a few seconds each."""
     ensure_team(conn)
-    patient, gw = f"p-{name}", f"gw-{name}"
-    conn.execute(
-        "INSERT INTO patients (id, municipality_id, team_id, patient_group) VALUES"
-        " (%s, '0999', 'team-test', 'copd') ON CONFLICT DO NOTHING",
-        (patient,),
-    )
-    password = provision_gateway(conn, gw, patient_id=patient)
+    homes = []
+    for name in names:
+        patient, gw = f"p-{name}", f"gw-{name}"
+        conn.execute(
+            "INSERT INTO patients (id, municipality_id, team_id, patient_group) VALUES"
+            " (%s, '0999', 'team-test', 'copd') ON CONFLICT DO NOTHING",
+            (patient,),
+        )
+        homes.append((gw, provision_gateway(conn, gw, patient_id=patient), patient))
     sync_broker_users(stack)
-    return gw, password, patient
+    return homes
 
 
 RUNNING: list[IngestService] = []  # the ingest services running_ingest runs now
@@ -90,16 +98,6 @@ def count_rows(conn: psycopg.Connection, gw: str) -> tuple[int, int]:
     return conn.execute(
         "SELECT count(*), count(DISTINCT id) FROM observations WHERE gateway_id = %s", (gw,)
     ).fetchone()
-
-
-def wait_for(cond: Callable[[], T], timeout_s: float, what: str) -> T:
-    """Wait until ``cond()`` is truthy; returns that value."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 @pytest.fixture

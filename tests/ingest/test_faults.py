@@ -21,7 +21,15 @@ import psycopg
 import pytest
 
 from tests.conftest import free_port, stack_env
-from tests.ingest.conftest import add_home, count_rows, gateway_client, payloads, readings, wait_for
+from tests.ingest.conftest import (
+    add_home,
+    add_homes,
+    count_rows,
+    gateway_client,
+    payloads,
+    readings,
+    wait_for,
+)
 from tests.mqtt import end_session
 from vitalvagt.stack import PG_BIN, Stack
 
@@ -147,7 +155,7 @@ def _rows_written(port: int) -> float:
 def test_two_ingest_processes_split_the_load_and_store_each_reading_once(
     stack: Stack, registry: psycopg.Connection
 ) -> None:
-    gws = [add_home(registry, stack, f"split{i}") for i in range(4)]
+    gws = add_homes(registry, stack, [f"split{i}" for i in range(4)])
     ports = free_port(), free_port()
     with (
         ingest_process(stack, "a", health_port=ports[0]),

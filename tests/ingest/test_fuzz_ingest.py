@@ -42,7 +42,7 @@ import pytest
 
 from ingest.service import IngestService
 from tests.ingest.conftest import (
-    add_home,
+    add_homes,
     count_rows,
     gateway_client,
     ingest_config,
@@ -112,8 +112,9 @@ def homes(stack: Stack, registry: psycopg.Connection) -> Iterator[Homes]:
     names, so a seed gives the same payloads (their lengths decide later draws); what a run
     before this one in the session left is deleted first. Their dead letters are deleted
     afterwards: 10,000 of them would slow every later ``replay`` of all open dead letters."""
-    valid = add_home(registry, stack, "fuzz-valid")[:2]
-    hostile = [add_home(registry, stack, f"fuzz-hostile{i}")[:2] for i in range(HOSTILE_HOMES)]
+    names = ["fuzz-valid", *(f"fuzz-hostile{i}" for i in range(HOSTILE_HOMES))]
+    homes = add_homes(registry, stack, names)
+    valid, hostile = homes[0][:2], [h[:2] for h in homes[1:]]
     gateways = [gw for gw, _ in [valid, *hostile]]
     topics = [obs_topic(gw) for gw in gateways]
     registry.execute("DELETE FROM observations WHERE gateway_id = ANY(%s)", (gateways,))

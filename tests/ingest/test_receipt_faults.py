@@ -22,7 +22,7 @@ import pytest
 from gateway.outbox import Outbox
 from gateway.publisher import BrokerConfig, Publisher
 from tests.conftest import kill_broker
-from tests.ingest.conftest import add_home, count_rows, readings
+from tests.ingest.conftest import add_homes, count_rows, readings
 from tests.ingest.test_faults import ingest_process
 from vitalvagt.stack import Stack
 
@@ -52,7 +52,7 @@ def _kill_broker(stack: Stack) -> None:
 async def test_broker_killed_twice_and_ingest_once_lose_nothing_and_store_once(
     stack: Stack, registry: psycopg.Connection, tmp_path: Path
 ) -> None:
-    homes = [add_home(registry, stack, f"rcpt{i}") for i in range(GATEWAYS)]
+    homes = add_homes(registry, stack, [f"rcpt{i}" for i in range(GATEWAYS)])
     data = {gw: readings(gw, PER_GATEWAY) for gw, _, _ in homes}
 
     def stored() -> int:
